@@ -41,6 +41,8 @@ from __future__ import annotations
 
 from typing import Mapping, Optional
 
+import numpy as np
+
 CLASS_NAMES: tuple[str, ...] = ("negative", "positive", "surprise")
 NUM_CLASSES = len(CLASS_NAMES)
 
@@ -91,10 +93,10 @@ def features(
       "subject": tfds.features.Text(),
       "clip_id": tfds.features.Text(),
       "dataset": tfds.features.Text(),
-      "fps": tfds.features.Scalar(dtype="float32"),
-      "onset": tfds.features.Scalar(dtype="int32"),
-      "apex": tfds.features.Scalar(dtype="int32"),
-      "offset": tfds.features.Scalar(dtype="int32"),
+      "fps": tfds.features.Scalar(dtype=np.float32),
+      "onset": tfds.features.Scalar(dtype=np.int32),
+      "apex": tfds.features.Scalar(dtype=np.int32),
+      "offset": tfds.features.Scalar(dtype=np.int32),
       "action_units": tfds.features.Text(),
       "emotion": tfds.features.Text(),
       "apex_source": tfds.features.Text(),
@@ -102,8 +104,8 @@ def features(
   if with_ground_truth:
     if height is None or width is None:
       raise ValueError("with_ground_truth=True needs a fixed height and width")
-    feats["motion_mask"] = tfds.features.Tensor(shape=(height, width), dtype="uint8")
-    feats["apex_flow"] = tfds.features.Tensor(shape=(height, width, 2), dtype="float32")
+    feats["motion_mask"] = tfds.features.Tensor(shape=(height, width), dtype=np.uint8)
+    feats["apex_flow"] = tfds.features.Tensor(shape=(height, width, 2), dtype=np.float32)
   for name, feature in (extra_features or {}).items():
     if name in feats:
       raise ValueError(f"extra feature {name!r} clashes with a core schema field")
