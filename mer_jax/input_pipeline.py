@@ -107,8 +107,18 @@ def _metadata_dataset(builder: tfds.core.DatasetBuilder, split: str) -> tf.data.
 
 
 def read_clip_index(builder: tfds.core.DatasetBuilder, split: str = "train") -> ClipIndex:
-  """Reads labels, subjects and frame counts of every clip without decoding frames."""
-  ds = _metadata_dataset(builder, split).map(
+  """Reads labels, subjects and frame counts of every clip without decoding frames.
+
+  Raises:
+    ValueError: the split (config.dataset.split) is unknown or selects no example.
+  """
+  try:
+    ds = _metadata_dataset(builder, split)
+  except (ValueError, KeyError) as e:
+    raise ValueError(f"config.dataset.split={split!r} of {builder.info.full_name} has no "
+                     f"examples or is not a valid split (splits: {list(builder.info.splits)}): "
+                     f"{e}") from e
+  ds = ds.map(
       lambda ex: {
           "clip_id": ex["clip_id"], "subject": ex["subject"], "dataset": ex["dataset"],
           "label": ex["label"], "num_frames": tf.shape(ex["frames"])[0],

@@ -38,9 +38,17 @@ def initialize_distributed(config) -> None:
                jax.process_count(), jax.local_device_count(), jax.device_count())
 
 
+class _QuietLibraries:
+  """absl log filter: drops INFO chatter of Orbax (several lines per checkpoint save)."""
+
+  def filter(self, record) -> bool:
+    return record.levelno >= 30 or "/orbax/" not in record.pathname
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Too many command-line arguments: {argv[1:]}")
+  logging.get_absl_handler().addFilter(_QuietLibraries())
   # Keep TensorFlow (used only for the input pipeline) off any accelerator.
   import tensorflow as tf  # pylint: disable=import-outside-toplevel
   tf.config.set_visible_devices([], "GPU")

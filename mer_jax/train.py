@@ -97,8 +97,13 @@ def validate_config(config: ml_collections.ConfigDict, workdir: str) -> None:
       raise ValueError(f"config.{field}={config[field]} must be divisible by the number of "
                        f"devices ({devices}: {jax.process_count()} process(es) x "
                        f"{jax.local_device_count()} local)")
+  if config.transfer.pretrained_checkpoint and not os.path.isdir(
+      config.transfer.pretrained_checkpoint):
+    raise ValueError(f"config.transfer.pretrained_checkpoint: no checkpoint directory at "
+                     f"{config.transfer.pretrained_checkpoint!r} (convert weights with "
+                     "`python -m mer_jax.models.weights convert IN OUT`)")
   # Builds the model once so unknown part names or arguments fail here.
-  create_model(config.model, num_classes=schema.NUM_CLASSES)
+  create_model(model_config(config), num_classes=schema.NUM_CLASSES)
 
 
 # --------------------------------------------------------------------------------------------
@@ -106,10 +111,15 @@ def validate_config(config: ml_collections.ConfigDict, workdir: str) -> None:
 # --------------------------------------------------------------------------------------------
 
 def create_learning_rate(config: ml_collections.ConfigDict) -> optax.Schedule:
-  """Linear warm-up then cosine decay to zero over `num_train_steps`."""
-  warmup = min(config.warmup_steps, config.num_train_steps - 1)
+  """Linear warm-up then cosine decay to zero over `num_train_steps`.
+
+  Runs shorter than the warm-up (a one-epoch smoke run) get a shortened warm-up.
+  """
+  warmup = max(0, min(config.warmup_steps, config.num_train_steps - 1))
+  if warmup == 0:
+    return optax.cosine_decay_schedule(config.learning_rate, config.num_train_steps)
   return optax.warmup_cosine_decay_schedule(
-      init_value=0.0, peak_value=config.learning_rate, warmup_steps=max(warmup, 1),
+      init_value=0.0, peak_value=config.learning_rate, warmup_steps=warmup,
       decay_steps=config.num_train_steps, end_value=0.0)
 
 
@@ -122,12 +132,29 @@ def create_optimizer(config: ml_collections.ConfigDict, params: Any) -> optax.Gr
     tx = optax.sgd(schedule, momentum=0.9, nesterov=True)
   if config.grad_clip_norm:
     tx = optax.chain(optax.clip_by_global_norm(config.grad_clip_norm), tx)
-  transfer = config.get("transfer", None)
-  if transfer and transfer.get("policy", None):
-    from mer_jax import transfer as transfer_lib  # pylint: disable=import-outside-toplevel
-    tx = transfer_lib.apply_policy(tx, params, policy=transfer.policy,
-                                   specific_layer=transfer.get("specific_layer", None))
+  if config.transfer.policy:
+    from mer_jax import transfer  # pylint: disable=import-outside-toplevel
+    tx = transfer.make_optimizer_with_policy(tx, params, config.transfer.policy,
+                                             config.transfer.specific_layer)
   return tx
+
+
+def model_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """`config.model`, with the encoder fields a transfer-learning policy needs.
+
+  Policies (seed paper Figure 2, `mer_jax.transfer`): I trains the classifier
+  layers only, II freezes the encoder before the specific layer l_s, III drops
+  the encoder after l_s. Freezing also freezes those layers' BatchNorm
+  statistics, which the encoder does through the fields added here.
+  """
+  if not config.transfer.policy:
+    return config.model
+  from mer_jax import transfer  # pylint: disable=import-outside-toplevel
+  result = ml_collections.ConfigDict(config.model.to_dict())
+  result.encoder_kwargs = {**dict(config.model.encoder_kwargs or {}),
+                           **transfer.encoder_kwargs_for_policy(config.transfer.policy,
+                                                                config.transfer.specific_layer)}
+  return result
 
 
 def initial_state(config: ml_collections.ConfigDict, model: flax.linen.Module,
@@ -137,15 +164,12 @@ def initial_state(config: ml_collections.ConfigDict, model: flax.linen.Module,
   frames = jnp.zeros((1, cfg.num_frames, cfg.image_size, cfg.image_size, 3), jnp.uint8)
   mask = jnp.ones((1, cfg.num_frames), bool)
   variables = jax.jit(functools.partial(model.init, train=False))(rng, frames, mask)
+  if config.transfer.pretrained_checkpoint:
+    from mer_jax.models import weights  # pylint: disable=import-outside-toplevel
+    variables = weights.merge_encoder_variables(
+        variables, weights.load_encoder_checkpoint(config.transfer.pretrained_checkpoint))
   params = variables["params"]
   batch_stats = variables.get("batch_stats", {})
-  pretrained = config.get("transfer", {}).get("pretrained_checkpoint", None)
-  if pretrained:
-    from mer_jax.models import weights  # pylint: disable=import-outside-toplevel
-    encoder_vars = weights.load_encoder_checkpoint(pretrained)
-    params = flax.core.copy(params, {"encoder": encoder_vars["params"]})
-    if encoder_vars.get("batch_stats"):
-      batch_stats = flax.core.copy(batch_stats, {"encoder": encoder_vars["batch_stats"]})
   return TrainState.create(apply_fn=model.apply, params=params,
                            tx=create_optimizer(config, params), batch_stats=batch_stats)
 
@@ -175,9 +199,16 @@ def clip_probabilities(logits: jnp.ndarray, mask: jnp.ndarray) -> jnp.ndarray:
   return probs
 
 
-def train_step(state: TrainState, batch: dict, rng: jax.Array, *, class_weights: jnp.ndarray,
+def train_step(state: TrainState, batch: dict, rng: jax.Array, class_weights: jnp.ndarray, *,
                label_smoothing: float) -> tuple[TrainState, dict]:
   """One data-parallel SGD step on this device's shard of the batch.
+
+  Args:
+    state: the replicated train state.
+    batch: this device's `frames` (b, N, H, W, 3) uint8, `mask` (b, N) bool,
+      `label` (b,) int32.
+    rng: dropout key, the same on every device (folded with the device index).
+    class_weights: (num_classes,) float32 loss weight per class.
 
   Gradients, BatchNorm statistics and metrics are averaged over the "data" axis
   with `lax.pmean`, so every device ends with the same state.
@@ -202,6 +233,9 @@ def train_step(state: TrainState, batch: dict, rng: jax.Array, *, class_weights:
       "loss": jax.lax.pmean(loss, AXIS),
       "accuracy": jax.lax.pmean(jnp.mean(predictions == batch["label"]), AXIS),
       "grad_norm": optax.tree.norm(grads),
+      # The loss is computed before the update; the updated parameters are
+      # checked too so that a diverged state is never checkpointed.
+      "param_norm": optax.tree.norm(new_state.params),
   }
   return new_state, metrics
 
@@ -219,18 +253,21 @@ class Steps:
   eval: Callable = flax.struct.field(pytree_node=False)
 
 
-def compile_steps(mode: str, mesh: jax.sharding.Mesh, *, class_weights: np.ndarray,
-                  label_smoothing: float) -> Steps:
-  """Wraps the per-device steps for `mode` ("pmap" or "shard_map")."""
-  weights = jnp.asarray(class_weights, jnp.float32)
-  train = functools.partial(train_step, class_weights=weights, label_smoothing=label_smoothing)
+def compile_steps(mode: str, mesh: jax.sharding.Mesh, *, label_smoothing: float) -> Steps:
+  """Wraps the per-device steps for `mode` ("pmap" or "shard_map").
+
+  The wrapped functions are created once per run, so every fold reuses the
+  same compiled executables (the shapes do not change between folds).
+  """
+  train = functools.partial(train_step, label_smoothing=label_smoothing)
   if mode == "pmap":
-    return Steps(train=jax.pmap(train, axis_name=AXIS, in_axes=(0, 0, None), donate_argnums=(0,)),
+    return Steps(train=jax.pmap(train, axis_name=AXIS, in_axes=(0, 0, None, None),
+                                donate_argnums=(0,)),
                  eval=jax.pmap(eval_step, axis_name=AXIS))
   P = jax.sharding.PartitionSpec
   return Steps(
-      train=jax.jit(per_device(train, mesh, in_specs=(P(), P(AXIS), P()), out_specs=(P(), P())),
-                    donate_argnums=(0,)),
+      train=jax.jit(per_device(train, mesh, in_specs=(P(), P(AXIS), P(), P()),
+                               out_specs=(P(), P())), donate_argnums=(0,)),
       eval=jax.jit(per_device(eval_step, mesh, in_specs=(P(), P(AXIS)), out_specs=P(AXIS))))
 
 
@@ -271,6 +308,15 @@ def local_outputs(x: jax.Array, mode: str) -> np.ndarray:
   shards = sorted(x.addressable_shards, key=lambda s: s.index[0].start or 0)
   rows = [np.asarray(s.data) for s in shards]
   return np.concatenate([r.reshape((-1,) + r.shape[2:]) if mode == "pmap" else r for r in rows])
+
+
+def parameter_fingerprint(params: Any) -> str:
+  """A short digest of every parameter's bytes (for lockstep and determinism checks)."""
+  import hashlib  # pylint: disable=import-outside-toplevel
+  digest = hashlib.sha256()
+  for leaf in jax.tree.leaves(params):
+    digest.update(np.ascontiguousarray(np.asarray(leaf, np.float32)).tobytes())
+  return digest.hexdigest()[:16]
 
 
 # --------------------------------------------------------------------------------------------
@@ -319,12 +365,12 @@ def _checkpoint_manager(directory: str, config) -> ocp.CheckpointManager:
 
 
 def train_fold(config: ml_collections.ConfigDict, fold: input_pipeline.Fold, fold_index: int,
-               builder, index: input_pipeline.ClipIndex, workdir: str, mesh, writer
-               ) -> list[dict]:
+               builder, index: input_pipeline.ClipIndex, workdir: str, mesh, writer,
+               steps: Steps) -> list[dict]:
   """Trains one fold (resuming from its latest checkpoint) and returns test predictions."""
   mode = config.step_mode
   fold_dir = os.path.join(workdir, "folds", fold.name)
-  model = create_model(config.model, num_classes=schema.NUM_CLASSES,
+  model = create_model(model_config(config), num_classes=schema.NUM_CLASSES,
                        dtype=jnp.bfloat16 if config.half_precision else jnp.float32)
   fold_seed = config.seed * 1_000_003 + fold_index
   rng = jax.random.key(fold_seed)
@@ -341,11 +387,9 @@ def train_fold(config: ml_collections.ConfigDict, fold: input_pipeline.Fold, fol
     state = restored["state"]
     logging.info("fold %s: resumed from step %d", fold.name, start_step)
 
-  class_weights = (input_pipeline.class_weights(index, fold.train_subjects, schema.NUM_CLASSES)
-                   if config.class_weighting == "balanced"
-                   else np.ones(schema.NUM_CLASSES, np.float32))
-  steps = compile_steps(mode, mesh, class_weights=class_weights,
-                        label_smoothing=config.label_smoothing)
+  class_weights = jnp.asarray(
+      input_pipeline.class_weights(index, fold.train_subjects, schema.NUM_CLASSES)
+      if config.class_weighting == "balanced" else np.ones(schema.NUM_CLASSES, np.float32))
   local_batch = config.batch_size // jax.process_count()
   train_ds = input_pipeline.create_train_dataset(
       builder, config.dataset.split, fold.train_subjects, config.input, batch_size=local_batch,
@@ -359,19 +403,18 @@ def train_fold(config: ml_collections.ConfigDict, fold: input_pipeline.Fold, fol
   progress = periodic_actions.ReportProgress(num_train_steps=num_steps, writer=writer,
                                              every_steps=config.log_every_steps)
   pending: Optional[tuple[int, dict]] = None  # Metrics read one step late: keeps dispatch async.
-  history = []
 
   def check(step: int, metrics: dict) -> dict:
     values = jax.tree.map(lambda x: float(np.asarray(x.addressable_data(0)).reshape(-1)[0]),
                           metrics)
-    if not math.isfinite(values["loss"]):
+    if not (math.isfinite(values["loss"]) and math.isfinite(values["param_norm"])):
       manager.wait_until_finished()
       raise NonFiniteLossError(
-          f"fold {fold.name}: training loss is {values['loss']} at step {step}; stopping the "
+          f"fold {fold.name}: training loss is {values['loss']} (parameter norm "
+          f"{values['param_norm']}) at step {step}; stopping the "
           f"fold. The last good checkpoint (step {manager.latest_step()}) is kept in "
           f"{os.path.join(fold_dir, 'checkpoints')}. Lower config.learning_rate or set "
           "config.grad_clip_norm.")
-    history.append(values)
     return values
 
   def save(step: int) -> None:
@@ -389,7 +432,7 @@ def train_fold(config: ml_collections.ConfigDict, fold: input_pipeline.Fold, fol
   for step in range(start_step + 1, num_steps + 1):
     batch = next(batches)
     step_rng = jax.random.fold_in(dropout_rng, step)
-    device_state, metrics = steps.train(device_state, batch, step_rng)
+    device_state, metrics = steps.train(device_state, batch, step_rng, class_weights)
     if pending is not None:
       check(*pending)
     pending = (step, metrics)
@@ -416,6 +459,10 @@ def train_fold(config: ml_collections.ConfigDict, fold: input_pipeline.Fold, fol
         state=ocp.args.StandardRestore(host_state(device_state, mode))))
     device_state = place_state(restored["state"], mode, mesh)
   manager.close()
+  # Every process logs this; equal values across processes show lockstep training.
+  logging.info("fold %s: process %d finished at step %d, parameter fingerprint %s", fold.name,
+               jax.process_index(), num_steps, parameter_fingerprint(host_state(device_state,
+                                                                                 mode).params))
   predictions = predict(steps, device_state, builder, config.dataset.split, [fold.test_subject],
                         config, mode=mode, mesh=mesh)
   for record in predictions:
@@ -460,6 +507,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   logging.info("%d LOSO fold(s) over %d subjects, %d clips; %d device(s), step_mode=%s",
                len(folds), len(index.subjects), len(index), jax.device_count(), config.step_mode)
 
+  steps = compile_steps(config.step_mode, mesh, label_smoothing=config.label_smoothing)
   start = time.time()
   predictions = []
   for fold_index, fold in enumerate(folds):
@@ -469,7 +517,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         predictions += json.load(f)
       logging.info("fold %s: already done, predictions read from %s", fold.name, done_file)
       continue
-    fold_predictions = train_fold(config, fold, fold_index, builder, index, workdir, mesh, writer)
+    fold_predictions = train_fold(config, fold, fold_index, builder, index, workdir, mesh,
+                                  writer, steps)
     if is_main:
       evaluation.atomic_write_text(done_file, json.dumps(fold_predictions, indent=1) + "\n")
     predictions += fold_predictions

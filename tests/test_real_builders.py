@@ -20,6 +20,7 @@ from data_builders.casme3 import casme3_dataset_builder as casme3
 from data_builders.megc2019_composite import megc2019_composite_dataset_builder as composite
 from data_builders.samm import samm_dataset_builder as samm
 from data_builders.smic import smic_dataset_builder as smic
+from mer_jax import input_pipeline
 
 
 def _build(builder_cls, config, manual_dir, data_dir, **kwargs):
@@ -300,6 +301,10 @@ def test_composite_official_list_gives_442_samples_68_subjects(tmp_path):
   assert smic_record["apex_source"] == "midpoint"
   assert records["casme2/sub01/EP02_01f"]["label"] == 1  # positive in the official list
   assert len({r["subject"] for r in records.values()}) == 68
+  # The trainer's LOSO split: one fold per composite subject.
+  folds = input_pipeline.loso_folds(input_pipeline.read_clip_index(builder))
+  assert len(folds) == 68
+  assert {f.test_subject.split("/")[0] for f in folds} == {"casme2", "samm", "smic"}
 
 
 def test_composite_missing_clip_fails_or_is_skipped(tmp_path):

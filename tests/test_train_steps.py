@@ -27,13 +27,13 @@ def _run(mode, config, num_steps=3):
   mesh = jax.sharding.Mesh(np.array(jax.devices()), (train.AXIS,))
   model = create_model(config.model)
   state = train.initial_state(config, model, jax.random.key(0))
-  steps = train.compile_steps(mode, mesh, class_weights=np.ones(3, np.float32),
-                              label_smoothing=0.0)
+  steps = train.compile_steps(mode, mesh, label_smoothing=0.0)
   device_state = train.place_state(state, mode, mesh)
   losses = []
   for i, batch in enumerate(_batches(config, num_steps)):
     device_batch = input_pipeline.shard_for_devices(batch, mode=mode, mesh=mesh)
-    device_state, metrics = steps.train(device_state, device_batch, jax.random.key(i))
+    device_state, metrics = steps.train(device_state, device_batch, jax.random.key(i),
+                                          jnp.ones(3, jnp.float32))
     losses.append(float(np.asarray(metrics["loss"].addressable_data(0)).reshape(-1)[0]))
   return train.host_state(device_state, mode), losses
 

@@ -54,3 +54,61 @@ class PerFrame(nn.Module):
   def __call__(self, x: jnp.ndarray, mask: jnp.ndarray, *, train: bool) -> jnp.ndarray:
     del mask, train
     return x
+
+
+@register_spatial_pool("flatten")
+class SpatialFlatten(nn.Module):
+  """Keeps the spatial layout: `(B*N, h, w, C) -> (B*N, h*w*C)`.
+
+  On roughly aligned faces *where* a motion happens (brows vs mouth corners)
+  separates the classes; global averaging discards exactly that.
+  """
+
+  @nn.compact
+  def __call__(self, x: jnp.ndarray, *, train: bool) -> jnp.ndarray:
+    del train
+    return x.reshape((x.shape[0], -1))
+
+
+@register_spatial_pool("grid")
+class SpatialGridPool(nn.Module):
+  """Averages the feature map over a coarse `grid_size` x `grid_size` grid.
+
+  `(B*N, h, w, C) -> (B*N, grid_size**2 * C)`. Keeps *roughly where* features
+  are (brows vs cheeks vs mouth on a face crop) with far fewer classifier
+  weights than `flatten`, which overfits small micro-expression datasets.
+  Cells follow adaptive pooling: cell i spans rows floor(i h / g) to
+  ceil((i + 1) h / g).
+  """
+  grid_size: int = 3
+
+  @nn.compact
+  def __call__(self, x: jnp.ndarray, *, train: bool) -> jnp.ndarray:
+    del train
+    h, w = x.shape[1], x.shape[2]
+    g = self.grid_size
+    if g < 1 or g > min(h, w):
+      raise ValueError(f"grid_size={g} must be in [1, {min(h, w)}] for a {h}x{w} feature map")
+    bounds = lambda n, i: (i * n // g, -(-(i + 1) * n // g))
+    cells = []
+    for i in range(g):
+      r0, r1 = bounds(h, i)
+      for j in range(g):
+        c0, c1 = bounds(w, j)
+        cells.append(jnp.mean(x[:, r0:r1, c0:c1, :], axis=(1, 2)))
+    return jnp.concatenate(cells, axis=-1)
+
+
+@register_spatial_pool("max")
+class SpatialMaxPool(nn.Module):
+  """Global max over the feature map: `(B*N, h, w, C) -> (B*N, C)`.
+
+  A micro-expression moves ~10 % of the face; averaging dilutes a local motion
+  detector's response by the other 90 % (where rigid head motion dominates),
+  the maximum keeps it.
+  """
+
+  @nn.compact
+  def __call__(self, x: jnp.ndarray, *, train: bool) -> jnp.ndarray:
+    del train
+    return jnp.max(x, axis=(1, 2))

@@ -1,0 +1,253 @@
+"""End-to-end LOSO training: folds, isolation, 8 devices, kill-and-resume, two hosts, bad input."""
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+import tensorflow_datasets as tfds
+
+from configs import tiny
+from mer_jax import input_pipeline
+from mer_jax import train
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+  """synthetic_me/tiny built once for this module with the real TFDS machinery."""
+  path = str(tmp_path_factory.mktemp("tfds"))
+  config = tiny.get_config()
+  config.dataset.data_dir = path
+  builder = input_pipeline.get_builder(config.dataset)
+  input_pipeline.prepare_builder(builder, config.dataset)
+  return path
+
+
+def _config(data_dir, **overrides):
+  config = tiny.get_config()
+  config.dataset.data_dir = data_dir
+  config.dataset.build_if_missing = False
+  for key, value in overrides.items():
+    target = config
+    *parents, leaf = key.split(".")
+    for p in parents:
+      target = target[p]
+    target[leaf] = value
+  return config
+
+
+def _index(config):
+  return input_pipeline.read_clip_index(input_pipeline.get_builder(config.dataset))
+
+
+def test_loso_folds_partition_subjects(data_dir):
+  index = _index(_config(data_dir))
+  folds = input_pipeline.loso_folds(index, num_validation_subjects=1, seed=3)
+  subjects = set(index.subjects)
+  assert len(subjects) == 3
+  assert {f.test_subject for f in folds} == subjects
+  for fold in folds:
+    parts = [{fold.test_subject}, set(fold.train_subjects), set(fold.validation_subjects)]
+    assert set.union(*parts) == subjects
+    assert sum(map(len, parts)) == len(subjects)  # Disjoint.
+    assert len(fold.validation_subjects) == 1
+
+
+def test_no_test_subject_sample_reaches_training(data_dir):
+  config = _config(data_dir)
+  builder = input_pipeline.get_builder(config.dataset)
+  index = input_pipeline.read_clip_index(builder)
+  for fold in input_pipeline.loso_folds(index):
+    ds = input_pipeline.create_train_dataset(builder, "train", fold.train_subjects, config.input,
+                                             batch_size=4, seed=0)
+    seen = set()
+    for batch in ds.take(3 * len(index) // 4).as_numpy_iterator():  # ~3 epochs.
+      seen |= {f"{d.decode()}/{s.decode()}" for d, s in zip(batch["dataset"], batch["subject"])}
+    assert fold.test_subject not in seen
+    assert seen == set(fold.train_subjects)
+    held_out = input_pipeline.create_eval_dataset(builder, "train", [fold.test_subject],
+                                                  config.input, batch_size=4)
+    clips = [c for b in held_out.as_numpy_iterator() for c in b["clip_id"]]
+    assert len(clips) == int((index.subject_key == fold.test_subject).sum())
+
+
+def test_training_stream_is_a_function_of_step(data_dir):
+  # Resuming at step s yields the batches an uninterrupted stream yields from s.
+  config = _config(data_dir)
+  builder = input_pipeline.get_builder(config.dataset)
+  subjects = _index(config).subjects[:2]
+  make = lambda start: input_pipeline.create_train_dataset(
+      builder, "train", subjects, config.input, batch_size=2, seed=7,
+      start_step=start).as_numpy_iterator()
+  full = make(0)
+  expected = [next(full) for _ in range(5)][3:]
+  resumed = make(3)
+  for batch in expected:
+    got = next(resumed)
+    assert (got["clip_id"] == batch["clip_id"]).all()
+    assert (got["frames"] == batch["frames"]).all()
+
+
+def test_sampling_rules_pad_and_repeat():
+  import tensorflow as tf  # pylint: disable=import-outside-toplevel
+  idx, mask = input_pipeline.sample_frame_indices(
+      tf.constant(20), tf.constant(5), tf.constant(7), tf.constant(8), num_frames=6,
+      sampling="uniform", short_clip="pad")
+  assert idx.numpy().tolist() == [5, 6, 7, 8, 8, 8]
+  assert mask.numpy().tolist() == [True] * 4 + [False] * 2
+  idx, mask = input_pipeline.sample_frame_indices(
+      tf.constant(20), tf.constant(5), tf.constant(7), tf.constant(8), num_frames=6,
+      sampling="uniform", short_clip="repeat")
+  assert sorted(set(idx.numpy().tolist())) == [5, 6, 7, 8] and mask.numpy().all()
+  idx, _ = input_pipeline.sample_frame_indices(
+      tf.constant(20), tf.constant(0), tf.constant(18), tf.constant(19), num_frames=5,
+      sampling="apex", short_clip="pad")
+  assert idx.numpy().tolist() == [15, 16, 17, 18, 19]  # Window shifted inside the clip.
+
+
+def test_end_to_end_on_eight_devices(data_dir, tmp_path):
+  import jax  # pylint: disable=import-outside-toplevel
+  assert jax.device_count() == 8
+  config = _config(data_dir)
+  results = train.train_and_evaluate(config, str(tmp_path))
+  index = _index(config)
+  predicted = sorted(r["clip_id"] for r in results["predictions"])
+  assert predicted == sorted(index.clip_id.tolist())  # Every clip once, from its own fold.
+  for record in results["predictions"]:
+    assert record["fold"] == f"synthetic_me__{record['subject']}"
+    assert abs(sum(record["probabilities"]) - 1) < 1e-4
+  assert results["num_folds"] == 3
+  assert 0.0 <= results["overall"]["uf1"] <= 1.0
+  for name in ("results.json", "results.md", "confusion_matrix.png", "megc_predictions.txt",
+               "config.json"):
+    assert os.path.getsize(tmp_path / name) > 0
+  assert any(f.startswith("events.out.tfevents") for f in os.listdir(tmp_path))
+
+
+def _command(workdir, data_dir, *extra):
+  return [sys.executable, "-m", "mer_jax.main", "--config=configs/tiny.py",
+          f"--workdir={workdir}", f"--config.dataset.data_dir={data_dir}",
+          "--config.dataset.build_if_missing=False", *extra]
+
+
+def _env(devices):
+  env = dict(os.environ, JAX_NUM_CPU_DEVICES=str(devices), TF_CPP_MIN_LOG_LEVEL="2")
+  env["PYTHONPATH"] = REPO + os.pathsep + env.get("PYTHONPATH", "")
+  return env
+
+
+RESUME_ARGS = ("--config.folds=('s00','s01')", "--config.num_train_steps=24",
+               "--config.checkpoint_every_steps=4", "--config.log_every_steps=4")
+
+
+def test_kill_and_resume_gives_identical_results(data_dir, tmp_path):
+  reference, interrupted = tmp_path / "reference", tmp_path / "interrupted"
+  subprocess.run(_command(reference, data_dir, *RESUME_ARGS), cwd=REPO, env=_env(2), check=True,
+                 capture_output=True, timeout=600)
+
+  proc = subprocess.Popen(_command(interrupted, data_dir, *RESUME_ARGS), cwd=REPO, env=_env(2),
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  # Kill once the second fold has its first finalised checkpoint.
+  marker = interrupted / "folds" / "synthetic_me__s01" / "checkpoints" / "4"
+  deadline = time.time() + 500
+  while not marker.exists() and proc.poll() is None and time.time() < deadline:
+    time.sleep(0.02)
+  proc.send_signal(signal.SIGKILL)
+  proc.wait()
+  assert marker.exists(), "the run ended or timed out before the kill point"
+  assert not (interrupted / "results.json").exists(), "killed too late to test resuming"
+  assert (interrupted / "folds" / "synthetic_me__s00" / "predictions.json").exists()
+
+  rerun = subprocess.run(_command(interrupted, data_dir, *RESUME_ARGS), cwd=REPO, env=_env(2),
+                         capture_output=True, text=True, timeout=600)
+  assert rerun.returncode == 0, rerun.stderr[-3000:]
+  assert "fold synthetic_me__s00: already done" in rerun.stderr
+  assert re.search(r"fold synthetic_me__s01: resumed from step (4|8|12|16|20)", rerun.stderr)
+  with open(reference / "results.json") as f:
+    expected = json.load(f)
+  with open(interrupted / "results.json") as f:
+    got = json.load(f)
+  assert got == expected
+
+
+def _free_port():
+  with socket.socket() as s:
+    s.bind(("localhost", 0))
+    return s.getsockname()[1]
+
+
+def test_two_processes_train_in_lockstep(data_dir, tmp_path):
+  port = _free_port()
+  procs = []
+  for process_id in range(2):
+    args = _command(tmp_path / "work", data_dir, "--config.folds=('s02',)",
+                    "--config.distributed.initialize=True",
+                    f"--config.distributed.coordinator_address=localhost:{port}",
+                    "--config.distributed.num_processes=2",
+                    f"--config.distributed.process_id={process_id}",
+                    "--config.distributed.cpu_collectives=gloo")
+    procs.append(subprocess.Popen(args, cwd=REPO, env=_env(2), stdout=subprocess.PIPE,
+                                  stderr=subprocess.STDOUT, text=True))
+  logs = [p.communicate(timeout=600)[0] for p in procs]
+  for p, log in zip(procs, logs):
+    assert p.returncode == 0, log[-3000:]
+  fingerprints = [re.findall(r"process (\d) finished at step (\d+), parameter fingerprint (\w+)",
+                             log) for log in logs]
+  assert [f[0][0] for f in fingerprints] == ["0", "1"]
+  assert fingerprints[0][0][1:] == fingerprints[1][0][1:]  # Same step, same parameters.
+  assert "process 1 of 2, 2 local / 4 global devices" in logs[1]
+  with open(tmp_path / "work" / "results.json") as f:
+    assert json.load(f)["overall"]["num_samples"] == 3  # Written by process 0.
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"model.encoder": "resnet_9000"}, "unknown encoder 'resnet_9000'"),
+    ({"model.temporal_head_kwargs": {"hidden": 3}}, "temporal_head_kwargs"),
+    ({"dataset.name": "casme4"}, "config.dataset.name: unknown dataset 'casme4'"),
+    ({"step_mode": "pjit"}, "config.step_mode"),
+    ({"batch_size": 12}, "config.batch_size=12 must be divisible by the number of devices"),
+    ({"folds": ("s99",)}, "config.folds: subject 's99' is not in the dataset"),
+    ({"dataset.split": "train[:0]"}, "has no examples"),
+    ({"input.num_frames": 500, "input.short_clip": "error"},
+     "config.input.num_frames=500 exceeds the frames available"),
+])
+def test_bad_config_fails_before_compute(data_dir, tmp_path, overrides, message):
+  config = _config(data_dir, **overrides)
+  with pytest.raises(ValueError, match=re.escape(message)):
+    train.train_and_evaluate(config, str(tmp_path / "work"))
+  assert not (tmp_path / "work" / "folds").exists()  # Nothing trained.
+
+
+def test_workdir_that_is_a_file(data_dir, tmp_path):
+  path = tmp_path / "results"
+  path.write_text("not a directory")
+  with pytest.raises(ValueError, match="is a file, not a directory"):
+    train.train_and_evaluate(_config(data_dir), str(path))
+
+
+def test_unknown_config_field_on_the_command_line(data_dir, tmp_path):
+  result = subprocess.run(_command(tmp_path, data_dir, "--config.input.num_frame=5"), cwd=REPO,
+                          env=_env(1), capture_output=True, text=True, timeout=300)
+  assert result.returncode != 0
+  assert "num_frame" in result.stderr
+
+
+def test_nan_loss_stops_the_fold_and_keeps_the_last_good_checkpoint(data_dir, tmp_path):
+  config = _config(data_dir, **{"folds": ("s00",), "num_train_steps": 12,
+                                "checkpoint_every_steps": 3, "log_every_steps": 1,
+                                "learning_rate": 1e30, "grad_clip_norm": 0.0,
+                                "optimizer": "sgd"})
+  with pytest.raises(train.NonFiniteLossError, match=r"at step \d+") as err:
+    train.train_and_evaluate(config, str(tmp_path))
+  step = int(re.search(r"at step (\d+)", str(err.value)).group(1))
+  checkpoints = tmp_path / "folds" / "synthetic_me__s00" / "checkpoints"
+  kept = sorted(int(p) for p in os.listdir(checkpoints) if p.isdigit())
+  assert all(k < step for k in kept)  # No checkpoint of a diverged state.
+  assert f"last good checkpoint (step {kept[-1] if kept else None})" in str(err.value)
