@@ -232,8 +232,8 @@ def sample_frame_indices(num_stored: tf.Tensor, onset: tf.Tensor, apex: tf.Tenso
   to +-`jitter` frames, drawn with the stateless `seed` (deterministic resume).
 
   A span shorter than `num_frames`: "repeat" stretches it (frames repeat, all
-  valid); "pad" takes each frame once and pads the end with invalid frames
-  (mask False), which the models ignore. ("error" is rejected earlier by
+  valid); "pad" takes each frame once and pads the end with copies of the last
+  frame marked invalid (mask False), which the models ignore. ("error" is rejected earlier by
   `check_sampling`; here it behaves as "repeat".)
 
   Returns:
@@ -305,8 +305,9 @@ def _preprocess(ex: dict, input_config: ml_collections.ConfigDict, *, train: boo
     # One decision per clip: every frame of a clip is flipped or none is.
     flip = tf.random.stateless_uniform([], seeds[2]) < 0.5
     frames = tf.cond(flip, lambda: tf.reverse(frames, axis=[2]), lambda: frames)
+  # Padded frames repeat the last valid frame (the indices do): a black frame
+  # would be a step edge that temporal filters (magnification) would amplify.
   frames = tf.cast(tf.clip_by_value(tf.round(frames), 0, 255), tf.uint8)
-  frames = frames * tf.cast(mask, tf.uint8)[:, None, None, None]  # Padded frames are black.
   frames = tf.ensure_shape(frames, [cfg.num_frames, size, size, 3])
   return {"frames": frames, "mask": mask, "label": tf.cast(ex["label"], tf.int32),
           **{k: ex[k] for k in HOST_FIELDS}}
