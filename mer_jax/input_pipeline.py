@@ -30,7 +30,7 @@ import dataclasses
 import importlib
 import queue
 import threading
-from typing import Any, Iterator, Optional, Sequence
+from typing import Iterator, Optional, Sequence
 
 import jax
 import ml_collections

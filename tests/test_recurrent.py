@@ -1,13 +1,13 @@
 """Tests for the recurrent temporal heads (mer_jax.models.recurrent)."""
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import pytest
 
-from mer_jax.models import build_part, create_model
+import model_checks
+
+from mer_jax.models import build_part
 from mer_jax.models import recurrent  # noqa: F401  registers the heads
 
 LENGTHS = (2, 5, 3)  # Valid frames per clip; clips are padded to N = 5.
@@ -160,24 +160,6 @@ def test_bad_config_names_the_field(field, value):
     ("bilstm", dict(hidden_size=HIDDEN, dropout_rate=0.1, output="attention"), 2 * HIDDEN),
 ])
 def test_plugs_into_create_model_under_jit_and_trains(name, kwargs, width):
-  config = ml_collections.ConfigDict(dict(
-      encoder="small_cnn", encoder_kwargs=dict(widths=(8,)), spatial_pool="mean",
-      temporal_head=name, temporal_head_kwargs=kwargs))
-  model = create_model(config)
+  model = model_checks.check_head_trains_in_mer_model(name, kwargs, num_frames=4, valid_first=3,
+                                                      classifier_inputs=width)
   assert model.temporal_head.features == width
-  frames = jax.random.uniform(jax.random.key(0), (2, 4, 8, 8, 3), maxval=255.0)
-  mask = jnp.array([[True, True, True, False], [True] * 4])
-  variables = model.init(jax.random.key(1), frames, mask, train=False)
-
-  def loss_fn(params):
-    logits, _ = model.apply({**variables, "params": params}, frames, mask, train=True,
-                            rngs={"dropout": jax.random.key(2)}, mutable=["batch_stats"])
-    return -jnp.mean(nn.log_softmax(logits)[:, 0]), logits
-
-  (_, logits), grads = jax.jit(jax.value_and_grad(loss_fn, has_aux=True))(variables["params"])
-  assert logits.shape == (2, 3) and logits.dtype == jnp.float32
-  head_grads = jax.tree_util.tree_leaves(grads["temporal_head"])
-  encoder_grads = jax.tree_util.tree_leaves(grads["encoder"])
-  assert all(bool(jnp.all(jnp.isfinite(g))) for g in head_grads + encoder_grads)
-  assert any(float(jnp.abs(g).max()) > 0 for g in head_grads)
-  assert any(float(jnp.abs(g).max()) > 0 for g in encoder_grads)

@@ -1,13 +1,13 @@
 """Tests for the dilated TCN and ED-TCN temporal heads (mer_jax.models.tcn)."""
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import pytest
 
-from mer_jax.models import build_part, create_model
+import model_checks
+
+from mer_jax.models import build_part
 from mer_jax.models import tcn
 
 LENGTHS = (2, 7, 4)  # Valid frames per clip; N = 7 is not a multiple of 4.
@@ -137,24 +137,5 @@ def test_bad_config_names_the_field(name, kwargs):
     ("ed_tcn", dict(channels=(6, 8), kernel_size=3, output="attention"), 6),
 ])
 def test_plugs_into_create_model_under_jit_and_trains(name, kwargs, width):
-  config = ml_collections.ConfigDict(dict(
-      encoder="small_cnn", encoder_kwargs=dict(widths=(8,)), spatial_pool="mean",
-      temporal_head=name, temporal_head_kwargs=kwargs))
-  model = create_model(config)
-  frames = jax.random.uniform(jax.random.key(0), (2, 5, 8, 8, 3), maxval=255.0)
-  mask = jnp.array([[True, True, True, False, False], [True] * 5])
-  variables = model.init(jax.random.key(1), frames, mask, train=False)
-  assert variables["params"]["classifier"]["kernel"].shape == (width, 3)
-
-  def loss_fn(params):
-    logits, _ = model.apply({**variables, "params": params}, frames, mask, train=True,
-                            rngs={"dropout": jax.random.key(2)}, mutable=["batch_stats"])
-    return -jnp.mean(nn.log_softmax(logits)[:, 0]), logits
-
-  (_, logits), grads = jax.jit(jax.value_and_grad(loss_fn, has_aux=True))(variables["params"])
-  assert logits.shape == (2, 3) and logits.dtype == jnp.float32
-  head_grads = jax.tree_util.tree_leaves(grads["temporal_head"])
-  encoder_grads = jax.tree_util.tree_leaves(grads["encoder"])
-  assert all(bool(jnp.all(jnp.isfinite(g))) for g in head_grads + encoder_grads)
-  assert any(float(jnp.abs(g).max()) > 0 for g in head_grads)
-  assert any(float(jnp.abs(g).max()) > 0 for g in encoder_grads)
+  model_checks.check_head_trains_in_mer_model(name, kwargs, num_frames=5, valid_first=3,
+                                              classifier_inputs=width)

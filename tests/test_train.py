@@ -10,7 +10,6 @@ import sys
 import time
 
 import pytest
-import tensorflow_datasets as tfds
 
 from configs import tiny
 from mer_jax import input_pipeline
