@@ -1,6 +1,8 @@
-"""Default: small CNN + temporal mean pooling, LOSO on the synthetic benchmark.
+"""Default: small CNN on difference images + temporal mean, LOSO on the synthetic benchmark.
 
-Every other config imports this one and overrides what differs.
+Every other config imports this one and overrides what differs. The model and
+schedule were chosen on the `synthetic_me/dev` dataset (same recipe, other
+subjects), never on the LOSO test folds of `synthetic_me/default`.
 """
 
 import ml_collections
@@ -20,11 +22,13 @@ def get_config() -> ml_collections.ConfigDict:
 
   # Clip sampling and augmentation (mer_jax.input_pipeline).
   config.input = ml_collections.ConfigDict()
-  config.input.num_frames = 11          # N; the seed paper uses 11..17.
+  config.input.num_frames = 8           # N; the seed paper uses 11..17 (configs/paper_s32_*).
   config.input.sampling = "uniform"     # "uniform" over onset..offset, or "apex"-centred window.
   config.input.short_clip = "repeat"    # Clips shorter than N: "repeat", "pad" (masked) or "error".
-  config.input.temporal_jitter = 2      # Frames of random onset/offset shift while training.
-  config.input.image_size = 64          # Square side fed to the model, pixels.
+  config.input.temporal_jitter = 1      # Frames of random onset/offset shift while training.
+  # Square side fed to the model, pixels. Area-downsampling 112 -> 32 keeps sub-pixel motion
+  # as intensity change and smooths sensor noise; the small CNN generalised better there.
+  config.input.image_size = 32
   config.input.resize_size = ml_collections.config_dict.placeholder(int)  # Short side before crop.
   config.input.random_crop = False
   config.input.flip = True
@@ -33,14 +37,18 @@ def get_config() -> ml_collections.ConfigDict:
   # The model: parts from mer_jax.models.registry.
   config.model = ml_collections.ConfigDict()
   config.model.encoder = "small_cnn"
-  config.model.encoder_kwargs = ml_collections.ConfigDict({"widths": (32, 64, 128)})
-  config.model.spatial_pool = "mean"
-  config.model.spatial_pool_kwargs = ml_collections.ConfigDict()
+  config.model.encoder_kwargs = ml_collections.ConfigDict({"widths": (16, 32)})
+  # Where a motion happens (brows vs mouth corners) separates the classes: a coarse grid
+  # keeps it with few weights (global averaging discards it, flattening overfits).
+  config.model.spatial_pool = "grid"
+  config.model.spatial_pool_kwargs = ml_collections.ConfigDict({"grid_size": 4})
   config.model.temporal_head = "mean"
   config.model.temporal_head_kwargs = ml_collections.ConfigDict()
-  config.model.input_mode = "rgb+diff"  # Difference images expose ~1 px motion.
+  # Difference images (frame minus the clip's first frame) carry the ~1 px motion; without
+  # the RGB appearance the model cannot memorise subjects' faces.
+  config.model.input_mode = "diff"
   config.model.pixel_stats = "centered"
-  config.model.dropout_rate = 0.1
+  config.model.dropout_rate = 0.3
   config.model.magnify = ml_collections.config_dict.placeholder(ml_collections.ConfigDict)
 
   # Optional transfer learning (seed paper Figure 2 policies; mer_jax.transfer).
@@ -60,9 +68,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.eval_batch_size = 16
   config.num_train_steps = 300          # Per fold.
   config.optimizer = "adamw"
-  config.learning_rate = 2e-3
+  config.learning_rate = 5e-3
   config.warmup_steps = 20
-  config.weight_decay = 1e-4
+  config.weight_decay = 1e-3
   config.grad_clip_norm = 1.0
   config.label_smoothing = 0.0
   config.class_weighting = "none"       # "balanced": inverse class frequency of training subjects.

@@ -9,5 +9,4 @@ from configs import default
 def get_config():
   config = default.get_config()
   config.dataset.builder_config = "default"
-  config.num_train_steps = 150
   return config

@@ -65,6 +65,7 @@ def test_data_parallel_step_equals_single_device_full_batch():
   config.model.encoder_kwargs.widths = (8,)
   config.model.dropout_rate = 0.0
   config.model.spatial_pool = "mean"
+  config.model.spatial_pool_kwargs = {}
   model = create_model(config.model)
   state = train.initial_state(config, model, jax.random.key(1))
   batch = next(_batches(config, 1, seed=5))
