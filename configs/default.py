@@ -56,6 +56,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.transfer.policy = ml_collections.config_dict.placeholder(str)
   config.transfer.specific_layer = ml_collections.config_dict.placeholder(str)
   config.transfer.pretrained_checkpoint = ml_collections.config_dict.placeholder(str)
+  # Region prior for specific_layer="auto" on data without motion_mask (.npy, H x W).
+  config.transfer.region_mask_path = ml_collections.config_dict.placeholder(str)
 
   # LOSO protocol. Nothing is ever selected on the test subject.
   config.folds = ml_collections.config_dict.placeholder(tuple)  # None: every subject.

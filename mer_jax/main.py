@@ -16,6 +16,8 @@ from absl import logging
 import jax
 from ml_collections import config_flags
 
+from mer_jax import logs
+
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and results.")
 config_flags.DEFINE_config_file("config", None, "Training configuration file.",
@@ -38,17 +40,10 @@ def initialize_distributed(config) -> None:
                jax.process_count(), jax.local_device_count(), jax.device_count())
 
 
-class _QuietLibraries:
-  """absl log filter: drops INFO chatter of Orbax (several lines per checkpoint save)."""
-
-  def filter(self, record) -> bool:
-    return record.levelno >= 30 or "/orbax/" not in record.pathname
-
-
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Too many command-line arguments: {argv[1:]}")
-  logging.get_absl_handler().addFilter(_QuietLibraries())
+  logs.quiet_library_logs()
   # Keep TensorFlow (used only for the input pipeline) off any accelerator.
   import tensorflow as tf  # pylint: disable=import-outside-toplevel
   tf.config.set_visible_devices([], "GPU")

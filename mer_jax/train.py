@@ -50,6 +50,7 @@ import orbax.checkpoint as ocp
 
 from mer_jax import evaluation
 from mer_jax import input_pipeline
+from mer_jax import layer_selection
 from mer_jax import schema
 from mer_jax.models import create_model
 
@@ -298,7 +299,9 @@ def place_state(state: TrainState, mode: str, mesh: jax.sharding.Mesh) -> TrainS
 def host_state(state: TrainState, mode: str) -> TrainState:
   """A host (numpy) copy of a replicated device state."""
   def first(x):
-    shard = np.asarray(x.addressable_data(0))
+    # An explicit copy: on CPU np.asarray may alias the device buffer, which the
+    # next (donating) train step overwrites while an async checkpoint save reads it.
+    shard = np.array(x.addressable_data(0), copy=True)
     return shard[0] if mode == "pmap" else shard
   return jax.tree.map(first, state)
 
@@ -368,6 +371,9 @@ def train_fold(config: ml_collections.ConfigDict, fold: input_pipeline.Fold, fol
                builder, index: input_pipeline.ClipIndex, workdir: str, mesh, writer,
                steps: Steps) -> list[dict]:
   """Trains one fold (resuming from its latest checkpoint) and returns test predictions."""
+  # specific_layer="auto": Grad-CAM picks l_s on this fold's training subjects (never the
+  # test subject); the choice is recorded in the fold directory and reused on resume.
+  config = layer_selection.config_for_fold(config, builder, fold, fold_index, workdir)
   mode = config.step_mode
   fold_dir = os.path.join(workdir, "folds", fold.name)
   model = create_model(model_config(config), num_classes=schema.NUM_CLASSES,
