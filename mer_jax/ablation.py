@@ -1,0 +1,476 @@
+r"""Ablation runner: LOSO for several configs, one comparison table.
+
+  python -m mer_jax.ablation --out_dir=/tmp/ablation --suite=synthetic \
+      --folds=s00,s01,s02,s03
+  python -m mer_jax.ablation --out_dir=DIR \
+      --configs=configs/synthetic_mean.py,configs/synthetic_gru.py \
+      --num_train_steps=100 --set=dataset.data_dir=/tmp/tfds
+
+Each config (a file with `get_config()`, optionally `path:config_string` as for
+`mer_jax.main`) runs `train.train_and_evaluate` into `DIR/<config name>/`.
+A workdir that already holds `results.json` for the same config is reused
+without training; an interrupted one resumes (the trainer resumes folds). A
+workdir holding a *different* config is an error, so results of two settings
+are never mixed. Then `DIR/ablation.json` and `DIR/ablation.md` get one row
+per config: pooled UF1 / UAR / accuracy, parameter count, median training
+seconds per step, the folds run, and the differences to the baseline config
+(by default the frames-only one: temporal head "mean", no magnification).
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import glob
+import importlib.util
+import json
+import os
+import re
+import statistics
+import sys
+import time
+from typing import Any, Mapping, Optional, Sequence
+
+from absl import app
+from absl import flags
+from absl import logging
+import ml_collections
+
+from mer_jax import logs
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# Named lists of configs, paths relative to the repository root. The first
+# entry of a suite is its baseline.
+SUITES = {
+    "synthetic": (
+        # Order = priority when time is short (the runner resumes where it stopped).
+        "configs/synthetic_mean.py",              # Frames only: mean over frames.
+        "configs/synthetic_lstm.py",
+        "configs/synthetic_gru.py",
+        "configs/synthetic_tcn.py",
+        "configs/synthetic_temporal_softmax.py",
+        "configs/synthetic_attention.py",         # Spatial attention on (mean head).
+        "configs/synthetic_magnify.py",           # Eulerian magnification on (mean head).
+        "configs/synthetic_bilstm.py",
+        "configs/synthetic_ed_tcn.py",
+        "configs/synthetic_bigru.py",
+    ),
+    "synthetic_extra": (
+        "configs/synthetic_mean.py",
+        "configs/synthetic_frames.py",            # Frame-level training (paper Section 3.1).
+        "configs/synthetic_attention_lstm.py",    # Attention on, LSTM head.
+        "configs/synthetic_lstm.py",              # Attention off, LSTM head.
+    ),
+}
+
+# Fields that do not change what a run computes: a workdir written with other
+# values of these is still reused.
+RESUME_INSENSITIVE_FIELDS = ("dataset.data_dir", "dataset.manual_dir", "dataset.build_if_missing",
+                             "log_every_steps")
+
+
+@dataclasses.dataclass(frozen=True)
+class ConfigSpec:
+  """A config file and its optional config string (`path:string`)."""
+  path: str
+  config_string: Optional[str] = None
+
+  @property
+  def name(self) -> str:
+    """Workdir / row name: the file stem, plus the config string made path-safe."""
+    stem = os.path.splitext(os.path.basename(self.path))[0]
+    if not self.config_string:
+      return stem
+    return f"{stem}-{re.sub(r'[^A-Za-z0-9_.]+', '-', self.config_string).strip('-')}"
+
+  def __str__(self) -> str:
+    return f"{self.path}:{self.config_string}" if self.config_string else self.path
+
+
+def split_config_list(text: str) -> list[str]:
+  """Splits `--configs` at commas, except commas inside a config string.
+
+  `"configs/a.py,configs/p.py:bilstm,15,configs/b.py"` -> `["configs/a.py",
+  "configs/p.py:bilstm,15", "configs/b.py"]`: a new entry starts only where the
+  text after a comma names a `.py` file.
+  """
+  return [part.strip() for part in re.split(r",(?=[^,:]*\.py(?::|,|$))", text) if part.strip()]
+
+
+def parse_spec(text: str) -> ConfigSpec:
+  """`"path.py"` or `"path.py:config_string"` -> `ConfigSpec`."""
+  path, sep, config_string = text.partition(":")
+  if not path.endswith(".py"):
+    raise ValueError(f"config {text!r}: expected a Python config file 'path.py' or "
+                     f"'path.py:config_string'")
+  return ConfigSpec(path, config_string if sep else None)
+
+
+def resolve_path(path: str) -> str:
+  """The config file: as given (relative to the working directory), else in the repo."""
+  candidates = [path] if os.path.isabs(path) else [path, os.path.join(REPO_ROOT, path)]
+  for candidate in candidates:
+    if os.path.isfile(candidate):
+      return os.path.abspath(candidate)
+  raise ValueError(f"config file {path!r} not found (looked in {os.getcwd()} and {REPO_ROOT}); "
+                   f"named suites: {sorted(SUITES)}")
+
+
+def load_config(spec: ConfigSpec) -> ml_collections.ConfigDict:
+  """Imports the config file and calls its `get_config([config_string])`.
+
+  Raises:
+    ValueError: the file is missing, does not import, has no `get_config`, or
+      `get_config` rejects the config string.
+  """
+  path = resolve_path(spec.path)
+  module_spec = importlib.util.spec_from_file_location(f"_ablation_config_{spec.name}", path)
+  module = importlib.util.module_from_spec(module_spec)
+  try:
+    module_spec.loader.exec_module(module)
+  except Exception as e:  # pylint: disable=broad-except
+    raise ValueError(f"config file {path}: cannot import it: {type(e).__name__}: {e}") from e
+  if not hasattr(module, "get_config"):
+    raise ValueError(f"config file {path} defines no get_config()")
+  try:
+    config = (module.get_config(spec.config_string) if spec.config_string is not None
+              else module.get_config())
+  except ValueError as e:
+    raise ValueError(f"config {spec}: {e}") from e
+  if not isinstance(config, ml_collections.ConfigDict):
+    raise ValueError(f"config {spec}: get_config() returned {type(config).__name__}, "
+                     "not an ml_collections.ConfigDict")
+  return config
+
+
+def parse_value(text: str) -> Any:
+  """A command-line value: a Python literal (`3`, `0.1`, `('s00',)`, `None`) or a string."""
+  try:
+    return ast.literal_eval(text)
+  except (ValueError, SyntaxError):
+    return text
+
+
+def apply_overrides(config: ml_collections.ConfigDict, overrides: Mapping[str, Any]) -> None:
+  """Sets dotted fields (`"dataset.data_dir"`) in place; unknown fields are errors."""
+  for key, value in overrides.items():
+    *parents, leaf = key.split(".")
+    target = config
+    try:
+      for parent in parents:
+        target = target[parent]
+      if leaf not in target:
+        raise KeyError(leaf)
+      target[leaf] = value
+    except KeyError as e:
+      raise ValueError(f"override {key}={value!r}: the config has no field {key!r}") from e
+    except TypeError as e:
+      raise ValueError(f"override {key}={value!r}: {e}") from e
+
+
+def _flat_config(config_dict: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+  flat = {}
+  for key, value in config_dict.items():
+    if isinstance(value, Mapping):
+      flat.update(_flat_config(value, f"{prefix}{key}."))
+    else:
+      flat[f"{prefix}{key}"] = value
+  return flat
+
+
+def config_differences(workdir: str, config: ml_collections.ConfigDict) -> list[str]:
+  """Fields whose value in `workdir/config.json` differs from `config` (resume check)."""
+  with open(os.path.join(workdir, "config.json")) as f:
+    stored = _flat_config(json.load(f))
+  current = _flat_config(json.loads(config.to_json_best_effort(sort_keys=True)))
+  keys = sorted((set(stored) | set(current)) - set(RESUME_INSENSITIVE_FIELDS))
+  return [f"{k}: {stored.get(k, '<missing>')!r} in the workdir, {current.get(k, '<missing>')!r} now"
+          for k in keys if stored.get(k, "<missing>") != current.get(k, "<missing>")]
+
+
+def count_parameters(config: ml_collections.ConfigDict) -> int:
+  """Trainable parameters of the config's model (shapes only: nothing is computed)."""
+  import jax  # pylint: disable=import-outside-toplevel
+  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
+  from clu import parameter_overview  # pylint: disable=import-outside-toplevel
+  from mer_jax import schema  # pylint: disable=import-outside-toplevel
+  from mer_jax import train  # pylint: disable=import-outside-toplevel
+  from mer_jax.models import create_model  # pylint: disable=import-outside-toplevel
+
+  model = create_model(train.model_config(config), num_classes=schema.NUM_CLASSES)
+  size, frames = config.input.image_size, config.input.num_frames
+  shapes = jax.eval_shape(
+      lambda rng: model.init(rng, jnp.zeros((1, frames, size, size, 3), jnp.uint8),
+                             jnp.ones((1, frames), bool), train=False),
+      jax.random.key(0))
+  return int(parameter_overview.count_parameters(shapes["params"]))
+
+
+def median_seconds_per_step(workdir: str) -> Optional[float]:
+  """Median of 1 / steps_per_sec logged by the trainer's `ReportProgress`.
+
+  Each value is the mean time per training step over one logging interval of
+  the run (data input, the jitted step, checkpointing; the first step of a
+  fold, which compiles, is excluded by clu). None if nothing was logged.
+  """
+  import tensorflow as tf  # pylint: disable=import-outside-toplevel
+  values = []
+  for path in sorted(glob.glob(os.path.join(workdir, "events.out.tfevents.*"))):
+    for event in tf.compat.v1.train.summary_iterator(path):
+      for value in event.summary.value:
+        if value.tag == "steps_per_sec":
+          rate = (float(tf.make_ndarray(value.tensor)) if value.HasField("tensor")
+                  else value.simple_value)
+          if rate > 0:
+            values.append(1.0 / rate)
+  return statistics.median(values) if values else None
+
+
+def _read_json(path: str) -> Optional[dict]:
+  if not os.path.exists(path):
+    return None
+  with open(path) as f:
+    return json.load(f)
+
+
+def run_config(spec: ConfigSpec, config: ml_collections.ConfigDict, out_dir: str) -> dict:
+  """Trains (or reuses) one config in `out_dir/<spec.name>` and returns its table row."""
+  from mer_jax import train  # pylint: disable=import-outside-toplevel
+
+  workdir = os.path.join(out_dir, spec.name)
+  if os.path.exists(os.path.join(workdir, "config.json")):
+    differences = config_differences(workdir, config)
+    if differences:
+      raise ValueError(
+          f"workdir {workdir} holds a run of a different config ({spec}); refusing to mix "
+          "results. Use another --out_dir or delete that workdir. Differences:\n  "
+          + "\n  ".join(differences))
+  results = _read_json(os.path.join(workdir, "results.json"))
+  reused = results is not None
+  if reused:
+    logging.info("%s: finished run found in %s, reusing it", spec.name, workdir)
+  else:
+    logging.info("%s: training in %s", spec.name, workdir)
+    results = train.train_and_evaluate(config, workdir)
+    if not results:  # Only process 0 writes and returns results.
+      results = _read_json(os.path.join(workdir, "results.json"))
+  timing = _read_json(os.path.join(workdir, "timing.json")) or {}
+  overall = results["overall"]
+  model = config.model
+  return {
+      "name": spec.name,
+      "config": str(spec),
+      "encoder": model.encoder,
+      "spatial_pool": model.get("spatial_pool", "mean"),
+      "temporal_head": model.get("temporal_head", "mean"),
+      "temporal_head_kwargs": dict(model.get("temporal_head_kwargs") or {}),
+      "magnify": bool(model.get("magnify", None)),
+      "num_params": count_parameters(config),
+      "seconds_per_step": median_seconds_per_step(workdir),
+      "num_train_steps": config.num_train_steps,
+      "wall_seconds": timing.get("wall_seconds_this_run"),
+      # Test subjects (`dataset/subject`); fold names are the same with "__" for "/".
+      "folds": sorted({p["fold"].replace("__", "/", 1) for p in results["predictions"]}),
+      "num_samples": overall["num_samples"],
+      "uf1": overall["uf1"],
+      "uar": overall["uar"],
+      "accuracy": overall["accuracy"],
+      "reused": reused,
+      "workdir": workdir,
+      "_predictions": {(p["dataset"], p["clip_id"]): p["label"] == p["prediction"]
+                       for p in results["predictions"]},
+  }
+
+
+def default_baseline(rows: Sequence[dict]) -> Optional[str]:
+  """The first frames-only row: temporal head "mean", no magnification."""
+  for row in rows:
+    if row["temporal_head"] == "mean" and not row["magnify"]:
+      return row["name"]
+  return None
+
+
+def add_deltas(rows: list[dict], baseline: Optional[str]) -> None:
+  """Adds score differences to the baseline row and paired clip counts, in place.
+
+  `clips_won` / `clips_lost`: test clips this config classifies correctly and
+  the baseline does not, and the reverse (a paired view of the same folds).
+  Rows with other folds than the baseline get no deltas.
+  """
+  base = next((r for r in rows if r["name"] == baseline), None)
+  for row in rows:
+    comparable = base is not None and row["folds"] == base["folds"]
+    for metric in ("uf1", "uar", "accuracy"):
+      row[f"delta_{metric}"] = row[metric] - base[metric] if comparable else None
+    if comparable:
+      shared = row["_predictions"].keys() & base["_predictions"].keys()
+      row["clips_won"] = sum(row["_predictions"][k] and not base["_predictions"][k]
+                             for k in shared)
+      row["clips_lost"] = sum(base["_predictions"][k] and not row["_predictions"][k]
+                              for k in shared)
+    else:
+      row["clips_won"] = row["clips_lost"] = None
+
+
+def _fmt(value: Any, digits: int = 3, signed: bool = False) -> str:
+  if value is None:
+    return "-"
+  if isinstance(value, float):
+    return f"{value:+.{digits}f}" if signed else f"{value:.{digits}f}"
+  return str(value)
+
+
+def markdown_report(rows: Sequence[dict], baseline: Optional[str], protocol: Mapping[str, Any]
+                    ) -> str:
+  """The ablation table in Markdown."""
+  lines = ["# Ablation", ""]
+  lines += [f"- {key}: {value}" for key, value in protocol.items()]
+  lines += [f"- baseline for the deltas: `{baseline}`" if baseline else
+            "- no baseline (no frames-only config in the run): deltas omitted", ""]
+  lines.append("| config | spatial pool | temporal head | magnify | params | s/step | UF1 | UAR "
+               "| accuracy | ΔUF1 | ΔUAR | Δacc | clips +/- | wall s | folds |")
+  lines.append("|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+  for r in rows:
+    won_lost = "-" if r["clips_won"] is None else f"+{r['clips_won']}/-{r['clips_lost']}"
+    folds = ",".join(f.split("/", 1)[-1] for f in r["folds"])
+    lines.append(
+        f"| `{r['name']}` | {r['spatial_pool']} | {r['temporal_head']} | "
+        f"{'on' if r['magnify'] else 'off'} | {r['num_params']:,} | "
+        f"{_fmt(r['seconds_per_step'])} | {_fmt(r['uf1'])} | {_fmt(r['uar'])} | "
+        f"{_fmt(r['accuracy'])} | {_fmt(r['delta_uf1'], signed=True)} | "
+        f"{_fmt(r['delta_uar'], signed=True)} | {_fmt(r['delta_accuracy'], signed=True)} | "
+        f"{won_lost} | {_fmt(r['wall_seconds'], 0)} | {folds} |")
+  lines += ["", "UF1 / UAR / accuracy: predictions pooled over the folds, scored once. s/step: "
+            "median over the run's logging intervals of wall seconds per training step. clips "
+            "+/-: test clips right here and wrong in the baseline / the reverse. wall s: the "
+            "config's last train_and_evaluate call (all its folds unless it resumed).", ""]
+  return "\n".join(lines)
+
+
+def run_ablation(specs: Sequence[ConfigSpec], out_dir: str, *,
+                 overrides: Optional[Mapping[str, Any]] = None,
+                 baseline: Optional[str] = None) -> dict:
+  """Runs every config and writes `out_dir/ablation.json` and `out_dir/ablation.md`.
+
+  Args:
+    specs: the configs, in table order.
+    out_dir: one workdir per config is made under it.
+    overrides: dotted config fields set in every config before running
+      (e.g. `{"folds": ("s00", "s01"), "num_train_steps": 100}`).
+    baseline: the row name the deltas refer to; None picks the first
+      frames-only config (temporal head "mean", no magnification).
+
+  Returns:
+    The dict written to ablation.json: `protocol`, `baseline`, `rows` (one per
+    config, see `run_config`, plus `delta_uf1`, `delta_uar`, `delta_accuracy`,
+    `clips_won`, `clips_lost`).
+
+  Raises:
+    ValueError: a config that cannot be loaded, a bad override, two configs
+      with the same name, an unknown baseline, or a workdir of another config.
+      Every config is loaded and validated before any training starts.
+  """
+  from mer_jax import evaluation  # pylint: disable=import-outside-toplevel
+  from mer_jax import train  # pylint: disable=import-outside-toplevel
+
+  if not specs:
+    raise ValueError("no configs to run: pass --configs or --suite")
+  names = [s.name for s in specs]
+  duplicates = sorted({n for n in names if names.count(n) > 1})
+  if duplicates:
+    raise ValueError(f"configs with the same name (workdir) {duplicates}: rename one")
+  if baseline is not None and baseline not in names:
+    raise ValueError(f"baseline {baseline!r} is not one of the configs run: {names}")
+  configs = []
+  for spec in specs:
+    config = load_config(spec)
+    apply_overrides(config, overrides or {})
+    train.validate_config(config, os.path.join(out_dir, spec.name))
+    configs.append(config)
+
+  os.makedirs(out_dir, exist_ok=True)
+  start = time.time()
+  rows = [run_config(spec, config, out_dir) for spec, config in zip(specs, configs)]
+  baseline = baseline or default_baseline(rows)
+  add_deltas(rows, baseline)
+  for row in rows:
+    del row["_predictions"]
+  first = configs[0]
+  protocol = {
+      "protocol": "leave-one-subject-out, fixed schedule, predictions pooled over folds",
+      "dataset": f"{first.dataset.name}/{first.dataset.builder_config}",
+      "folds": sorted({f for r in rows for f in r["folds"]}),
+      "num_train_steps": sorted({c.num_train_steps for c in configs}),
+      "shared settings (first config)": (
+          f"encoder {first.model.encoder} {dict(first.model.encoder_kwargs or {})}, "
+          f"input_mode {first.model.get('input_mode', 'rgb')}, N = {first.input.num_frames} "
+          f"frames of {first.input.image_size} px, batch {first.batch_size}, "
+          f"{first.optimizer} lr {first.learning_rate}"),
+      "wall_seconds_this_invocation": round(time.time() - start, 1),
+      "command": " ".join([os.path.basename(sys.argv[0])] + sys.argv[1:]),
+  }
+  report = {"protocol": protocol, "baseline": baseline, "rows": rows}
+  evaluation.atomic_write_text(os.path.join(out_dir, "ablation.json"),
+                               json.dumps(report, indent=2) + "\n")
+  evaluation.atomic_write_text(os.path.join(out_dir, "ablation.md"),
+                               markdown_report(rows, baseline, protocol))
+  return report
+
+
+# --------------------------------------------------------------------------------------------
+# Command line.
+# --------------------------------------------------------------------------------------------
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("out_dir", None, "Directory of the per-config workdirs and the report.")
+flags.DEFINE_string("configs", None, "Comma-separated config files, each 'path.py' or "
+                    "'path.py:config_string' (e.g. configs/paper_s32_smic.py:bilstm,15).")
+flags.DEFINE_enum("suite", None, sorted(SUITES), "A named list of configs (see SUITES).")
+flags.DEFINE_list("folds", None, "Test subjects to run (config.folds) for every config, "
+                  "e.g. s00,s01,s02,s03.")
+flags.DEFINE_integer("num_train_steps", None, "config.num_train_steps for every config.")
+flags.DEFINE_multi_string("set", [], "KEY=VALUE: set a config field in every config, e.g. "
+                          "--set=dataset.data_dir=/tmp/tfds (values are Python literals or "
+                          "strings). Repeatable.")
+flags.DEFINE_string("baseline", None, "Row name the deltas refer to (default: the first "
+                    "frames-only config).")
+flags.mark_flag_as_required("out_dir")
+
+
+def specs_from_flags() -> list[ConfigSpec]:
+  """The configs named by --suite and --configs (suite first)."""
+  entries = list(SUITES[FLAGS.suite]) if FLAGS.suite else []
+  entries += split_config_list(FLAGS.configs) if FLAGS.configs else []
+  return [parse_spec(entry) for entry in entries]
+
+
+def overrides_from_flags() -> dict[str, Any]:
+  """--set, --folds and --num_train_steps as dotted field overrides."""
+  overrides = {}
+  for item in FLAGS.set:
+    key, sep, value = item.partition("=")
+    if not sep or not key:
+      raise app.UsageError(f"--set expects KEY=VALUE, got {item!r}")
+    overrides[key.strip()] = parse_value(value)
+  if FLAGS.folds:
+    overrides["folds"] = tuple(FLAGS.folds)
+  if FLAGS.num_train_steps is not None:
+    overrides["num_train_steps"] = FLAGS.num_train_steps
+  return overrides
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"Too many command-line arguments: {argv[1:]}")
+  logs.quiet_library_logs()
+  # Keep TensorFlow (input pipeline only) off any accelerator.
+  import tensorflow as tf  # pylint: disable=import-outside-toplevel
+  tf.config.set_visible_devices([], "GPU")
+  report = run_ablation(specs_from_flags(), FLAGS.out_dir, overrides=overrides_from_flags(),
+                        baseline=FLAGS.baseline)
+  print(markdown_report(report["rows"], report["baseline"], report["protocol"]))
+
+
+if __name__ == "__main__":
+  app.run(main)
