@@ -51,6 +51,7 @@ def _resnet_lstm_model(encoder_kwargs: dict, hidden_size: int) -> ml_collections
   model.encoder = "resnet"
   model.encoder_kwargs = ml_collections.ConfigDict(encoder_kwargs)
   model.spatial_pool = "mean"
+  model.spatial_pool_kwargs = ml_collections.ConfigDict()
   model.temporal_head = "lstm"
   model.temporal_head_kwargs = ml_collections.ConfigDict({"hidden_size": hidden_size})
   model.input_mode = "rgb"

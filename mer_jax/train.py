@@ -103,6 +103,9 @@ def validate_config(config: ml_collections.ConfigDict, workdir: str) -> None:
     raise ValueError(f"config.transfer.pretrained_checkpoint: no checkpoint directory at "
                      f"{config.transfer.pretrained_checkpoint!r} (convert weights with "
                      "`python -m mer_jax.models.weights convert IN OUT`)")
+  if config.transfer.policy and not config.transfer.pretrained_checkpoint:
+    logging.warning("config.transfer.policy=%s without config.transfer.pretrained_checkpoint: "
+                    "the frozen layers keep their random initialisation", config.transfer.policy)
   # Builds the model once so unknown part names or arguments fail here.
   create_model(model_config(config), num_classes=schema.NUM_CLASSES)
 
