@@ -14,11 +14,10 @@ import dataclasses
 import os
 from typing import Optional
 
-import numpy as np
 import tensorflow_datasets as tfds
 
 from data_builders import common
-from mer_jax import schema
+from data_builders import manual_builder
 
 FPS = 200.0
 
@@ -184,44 +183,18 @@ def plan_samples(
   return samples
 
 
-class Builder(tfds.core.GeneratorBasedBuilder):
+class Builder(manual_builder.ManualDownloadBuilder):
   """CASME II micro-expression clips with MEGC2019 3-class labels."""
 
-  VERSION = tfds.core.Version("1.0.0")
-  RELEASE_NOTES = {"1.0.0": "Initial release."}
   BUILDER_CONFIGS = _configs()
   DEFAULT_CONFIG_NAME = "cropped_128"
   MANUAL_DOWNLOAD_INSTRUCTIONS = MANUAL_DOWNLOAD_INSTRUCTIONS
+  DESCRIPTION = ("CASME II spontaneous micro-expressions (Yan et al., PLoS ONE 2014), "
+                 "3-class MEGC2019 labels.")
+  HOMEPAGE = "http://casme.psych.ac.cn/casme/e2"
+  CITATION = ("Yan W.-J. et al. CASME II: An improved spontaneous micro-expression "
+              "database and the baseline evaluation. PLoS ONE 9(1), 2014.")
 
-  def __init__(self, *, skip_unreadable: Optional[bool] = None, **kwargs):
-    """Args: skip_unreadable overrides the config's flag; kwargs go to TFDS."""
-    super().__init__(**kwargs)
-    self._skip_unreadable = (self.builder_config.skip_unreadable
-                             if skip_unreadable is None else skip_unreadable)
-
-  def _info(self) -> tfds.core.DatasetInfo:
-    return tfds.core.DatasetInfo(
-        builder=self,
-        description="CASME II spontaneous micro-expressions (Yan et al., PLoS ONE 2014), "
-                    "3-class MEGC2019 labels.",
-        features=schema.features(encoding_format="jpeg", extra_features={
-            "objective_class": tfds.features.Scalar(dtype=np.int32),
-            "first_frame_number": tfds.features.Scalar(dtype=np.int32),
-        }),
-        homepage="http://casme.psych.ac.cn/casme/e2",
-        citation="Yan W.-J. et al. CASME II: An improved spontaneous micro-expression "
-                 "database and the baseline evaluation. PLoS ONE 9(1), 2014.",
-        metadata=tfds.core.MetadataDict(),
-    )
-
-  def _split_generators(self, dl_manager: tfds.download.DownloadManager):
-    config = self.builder_config
-    report = common.BuildReport("casme2", config.name, skip_unreadable=self._skip_unreadable)
-    samples = common.keep_labelled(
-        plan_samples(os.fspath(dl_manager.manual_dir), config.release, report), report)
-    return {"train": self._generate_examples(samples, report)}
-
-  def _generate_examples(self, samples: list[common.Sample], report: common.BuildReport):
-    """Yields `(clip_id, example)`; writes the build summary into `info.metadata`."""
-    yield from common.generate_examples(samples, short_side=self.builder_config.short_side,
-                                        report=report, metadata=self.info.metadata)
+  def _plan(self, manual_dir: str, report: common.BuildReport) -> list[common.Sample]:
+    return common.keep_labelled(plan_samples(manual_dir, self.builder_config.release, report),
+                                report)

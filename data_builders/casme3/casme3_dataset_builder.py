@@ -22,7 +22,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from data_builders import common
-from mer_jax import schema
+from data_builders import manual_builder
 
 FPS = 30.0
 ANNOTATION_FILE = "cas(me)3_part_A_ME_label_JpgIndex_v2.xlsx"
@@ -172,50 +172,26 @@ def plan_samples(manual_dir: str, report: common.BuildReport, *,
   return samples
 
 
-class Builder(tfds.core.GeneratorBasedBuilder):
+class Builder(manual_builder.ManualDownloadBuilder):
   """CAS(ME)^3 part A micro-expressions with 3-class labels."""
 
-  VERSION = tfds.core.Version("1.0.0")
-  RELEASE_NOTES = {"1.0.0": "Initial release."}
   BUILDER_CONFIGS = _configs()
   DEFAULT_CONFIG_NAME = "color_128"
   MANUAL_DOWNLOAD_INSTRUCTIONS = MANUAL_DOWNLOAD_INSTRUCTIONS
+  DESCRIPTION = ("CAS(ME)^3 part A micro-expressions (Li et al., IEEE TPAMI 2023), "
+                 "3-class labels; depth optional.")
+  HOMEPAGE = "http://casme.psych.ac.cn/casme/e4"
+  CITATION = ("Li J. et al. CAS(ME)^3: A third generation facial spontaneous "
+              "micro-expression database with depth information and high ecological "
+              "validity. IEEE TPAMI, 2023.")
 
-  def __init__(self, *, skip_unreadable: Optional[bool] = None, **kwargs):
-    """Args: skip_unreadable overrides the config's flag; kwargs go to TFDS."""
-    super().__init__(**kwargs)
-    self._skip_unreadable = (self.builder_config.skip_unreadable
-                             if skip_unreadable is None else skip_unreadable)
-
-  def _info(self) -> tfds.core.DatasetInfo:
-    extra = {
-        "objective_class": tfds.features.Scalar(dtype=np.int32),
-        "first_frame_number": tfds.features.Scalar(dtype=np.int32),
-    }
+  def _extra_features(self):
+    extra = super()._extra_features()
     if self.builder_config.with_depth:
       extra["depth"] = tfds.features.Video(shape=(None, None, None, 1), dtype=np.uint16,
                                            encoding_format="png")
-    return tfds.core.DatasetInfo(
-        builder=self,
-        description="CAS(ME)^3 part A micro-expressions (Li et al., IEEE TPAMI 2023), "
-                    "3-class labels; depth optional.",
-        features=schema.features(encoding_format="jpeg", extra_features=extra),
-        homepage="http://casme.psych.ac.cn/casme/e4",
-        citation="Li J. et al. CAS(ME)^3: A third generation facial spontaneous "
-                 "micro-expression database with depth information and high ecological "
-                 "validity. IEEE TPAMI, 2023.",
-        metadata=tfds.core.MetadataDict(),
-    )
+    return extra
 
-  def _split_generators(self, dl_manager: tfds.download.DownloadManager):
-    config = self.builder_config
-    report = common.BuildReport("casme3", config.name, skip_unreadable=self._skip_unreadable)
-    samples = common.keep_labelled(
-        plan_samples(os.fspath(dl_manager.manual_dir), report, with_depth=config.with_depth),
-        report)
-    return {"train": self._generate_examples(samples, report)}
-
-  def _generate_examples(self, samples: list[common.Sample], report: common.BuildReport):
-    """Yields `(clip_id, example)`; writes the build summary into `info.metadata`."""
-    yield from common.generate_examples(samples, short_side=self.builder_config.short_side,
-                                        report=report, metadata=self.info.metadata)
+  def _plan(self, manual_dir: str, report: common.BuildReport) -> list[common.Sample]:
+    return common.keep_labelled(
+        plan_samples(manual_dir, report, with_depth=self.builder_config.with_depth), report)

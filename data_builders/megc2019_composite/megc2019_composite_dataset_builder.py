@@ -24,10 +24,10 @@ import os
 import re
 from typing import Optional
 
-import numpy as np
 import tensorflow_datasets as tfds
 
 from data_builders import common
+from data_builders import manual_builder
 from data_builders.casme2 import casme2_dataset_builder as casme2
 from data_builders.samm import samm_dataset_builder as samm
 from data_builders.smic import smic_dataset_builder as smic
@@ -204,46 +204,21 @@ def plan_samples(manual_dir: str, release: str, report: common.BuildReport) -> l
   return result
 
 
-class Builder(tfds.core.GeneratorBasedBuilder):
+class Builder(manual_builder.ManualDownloadBuilder):
   """MEGC2019 composite: 442 samples, 68 subjects, 3 classes."""
 
-  VERSION = tfds.core.Version("1.0.0")
-  RELEASE_NOTES = {"1.0.0": "Initial release."}
   BUILDER_CONFIGS = _configs()
   DEFAULT_CONFIG_NAME = "cropped_128"
   MANUAL_DOWNLOAD_INSTRUCTIONS = MANUAL_DOWNLOAD_INSTRUCTIONS
+  DESCRIPTION = ("MEGC2019 composite micro-expression benchmark (See et al., FG 2019): "
+                 "CASME II + SAMM + SMIC-HS, 3 classes, LOSO over 68 subjects.")
+  HOMEPAGE = "https://facial-micro-expressiongc.github.io/MEGC2019/"
+  CITATION = ("See J., Yap M. H., Li J., Hong X., Wang S.-J. MEGC 2019 - the second "
+              "facial micro-expressions grand challenge. FG 2019.")
 
-  def __init__(self, *, skip_unreadable: Optional[bool] = None, **kwargs):
-    """Args: skip_unreadable overrides the config's flag; kwargs go to TFDS."""
-    super().__init__(**kwargs)
-    self._skip_unreadable = (self.builder_config.skip_unreadable
-                             if skip_unreadable is None else skip_unreadable)
+  def _extra_features(self):
+    return {**super()._extra_features(), "megc_subject": tfds.features.Text(),
+            "megc_filename": tfds.features.Text()}
 
-  def _info(self) -> tfds.core.DatasetInfo:
-    return tfds.core.DatasetInfo(
-        builder=self,
-        description="MEGC2019 composite micro-expression benchmark (See et al., FG 2019): "
-                    "CASME II + SAMM + SMIC-HS, 3 classes, LOSO over 68 subjects.",
-        features=schema.features(encoding_format="jpeg", extra_features={
-            "objective_class": tfds.features.Scalar(dtype=np.int32),
-            "first_frame_number": tfds.features.Scalar(dtype=np.int32),
-            "megc_subject": tfds.features.Text(),
-            "megc_filename": tfds.features.Text(),
-        }),
-        homepage="https://facial-micro-expressiongc.github.io/MEGC2019/",
-        citation="See J., Yap M. H., Li J., Hong X., Wang S.-J. MEGC 2019 - the second "
-                 "facial micro-expressions grand challenge. FG 2019.",
-        metadata=tfds.core.MetadataDict(),
-    )
-
-  def _split_generators(self, dl_manager: tfds.download.DownloadManager):
-    config = self.builder_config
-    report = common.BuildReport("megc2019_composite", config.name,
-                                skip_unreadable=self._skip_unreadable)
-    samples = plan_samples(os.fspath(dl_manager.manual_dir), config.release, report)
-    return {"train": self._generate_examples(samples, report)}
-
-  def _generate_examples(self, samples: list[common.Sample], report: common.BuildReport):
-    """Yields `(clip_id, example)`; writes the build summary into `info.metadata`."""
-    yield from common.generate_examples(samples, short_side=self.builder_config.short_side,
-                                        report=report, metadata=self.info.metadata)
+  def _plan(self, manual_dir: str, report: common.BuildReport) -> list[common.Sample]:
+    return plan_samples(manual_dir, self.builder_config.release, report)

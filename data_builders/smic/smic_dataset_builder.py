@@ -15,11 +15,10 @@ import os
 import re
 from typing import Optional
 
-import numpy as np
 import tensorflow_datasets as tfds
 
 from data_builders import common
-from mer_jax import schema
+from data_builders import manual_builder
 
 MODALITY_FPS = {"HS": 100.0, "VIS": 25.0, "NIR": 25.0}
 RELEASES = {"raw": "SMIC_all_raw", "cropped": "SMIC_all_cropped"}
@@ -164,47 +163,23 @@ def plan_samples(
   return samples
 
 
-class Builder(tfds.core.GeneratorBasedBuilder):
+class Builder(manual_builder.ManualDownloadBuilder):
   """SMIC micro-expression clips (3 classes from the folder names)."""
 
-  VERSION = tfds.core.Version("1.0.0")
-  RELEASE_NOTES = {"1.0.0": "Initial release."}
   BUILDER_CONFIGS = _configs()
   DEFAULT_CONFIG_NAME = "hs_raw_128"
   MANUAL_DOWNLOAD_INSTRUCTIONS = MANUAL_DOWNLOAD_INSTRUCTIONS
+  DESCRIPTION = ("SMIC spontaneous micro-expressions (Li et al., FG 2013): negative, "
+                 "positive, surprise; apex = onset/offset midpoint.")
+  HOMEPAGE = ("https://www.oulu.fi/en/university/faculties-and-units/"
+              "faculty-information-technology-and-electrical-engineering/"
+              "center-machine-vision-and-signal-analysis")
+  CITATION = ("Li X., Pfister T., Huang X., Zhao G., Pietikainen M. A spontaneous "
+              "micro-expression database: Inducement, collection and baseline. FG 2013.")
 
-  def __init__(self, *, skip_unreadable: Optional[bool] = None, **kwargs):
-    """Args: skip_unreadable overrides the config's flag; kwargs go to TFDS."""
-    super().__init__(**kwargs)
-    self._skip_unreadable = (self.builder_config.skip_unreadable
-                             if skip_unreadable is None else skip_unreadable)
+  def _report_name(self) -> str:
+    return f"smic_{self.builder_config.modality.lower()}"
 
-  def _info(self) -> tfds.core.DatasetInfo:
-    return tfds.core.DatasetInfo(
-        builder=self,
-        description="SMIC spontaneous micro-expressions (Li et al., FG 2013): negative, "
-                    "positive, surprise; apex = onset/offset midpoint.",
-        features=schema.features(encoding_format="jpeg", extra_features={
-            "objective_class": tfds.features.Scalar(dtype=np.int32),
-            "first_frame_number": tfds.features.Scalar(dtype=np.int32),
-        }),
-        homepage="https://www.oulu.fi/en/university/faculties-and-units/"
-                 "faculty-information-technology-and-electrical-engineering/"
-                 "center-machine-vision-and-signal-analysis",
-        citation="Li X., Pfister T., Huang X., Zhao G., Pietikainen M. A spontaneous "
-                 "micro-expression database: Inducement, collection and baseline. FG 2013.",
-        metadata=tfds.core.MetadataDict(),
-    )
-
-  def _split_generators(self, dl_manager: tfds.download.DownloadManager):
+  def _plan(self, manual_dir: str, report: common.BuildReport) -> list[common.Sample]:
     config = self.builder_config
-    report = common.BuildReport(f"smic_{config.modality.lower()}", config.name,
-                                skip_unreadable=self._skip_unreadable)
-    samples = plan_samples(os.fspath(dl_manager.manual_dir), config.release,
-                           config.modality, report)
-    return {"train": self._generate_examples(samples, report)}
-
-  def _generate_examples(self, samples: list[common.Sample], report: common.BuildReport):
-    """Yields `(clip_id, example)`; writes the build summary into `info.metadata`."""
-    yield from common.generate_examples(samples, short_side=self.builder_config.short_side,
-                                        report=report, metadata=self.info.metadata)
+    return plan_samples(manual_dir, config.release, config.modality, report)
