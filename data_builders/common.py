@@ -482,6 +482,35 @@ class Sample:
   flags: Sequence[str] = ()
 
 
+def annotated_sample(row: Mapping[str, Any], *, clip_id: str, subject: str, dataset: str,
+                     fps: float, listing: "FrameListing", located: "Located",
+                     emotion_to_class: Mapping[str, str],
+                     objective_column: Optional[str]) -> Sample:
+  """The `Sample` of one annotation-sheet row (CASME II, SAMM layout).
+
+  Args:
+    row: the sheet row with "Estimated Emotion" and "Action Units" columns.
+    clip_id, subject, dataset, fps: the schema fields of the clip.
+    listing: the clip's frames on disk; `located`: its onset/apex/offset indices.
+    emotion_to_class: native emotion (lower case) -> 3-class name.
+    objective_column: the column holding the objective class, if the sheet has one.
+  """
+  emotion = cell_text(row["Estimated Emotion"]).lower()
+  objective = parse_frame_value(row.get(objective_column)) if objective_column else None
+  return Sample(
+      clip_id=clip_id,
+      frame_paths=listing.paths,
+      fields=dict(
+          label=map_emotion(emotion, emotion_to_class),
+          subject=subject, clip_id=clip_id, dataset=dataset, fps=fps,
+          onset=located.onset, apex=located.apex, offset=located.offset,
+          action_units=cell_text(row["Action Units"]), emotion=emotion,
+          apex_source=located.apex_source,
+          objective_class=-1 if objective is None else objective,
+          first_frame_number=listing.numbers[0]),
+      repairs=located.repairs, flags=located.flags)
+
+
 class BuildReport:
   """Collects what a build did: counts, repairs, exclusions, skips.
 

@@ -142,20 +142,9 @@ def plan_samples(
       report.fail_or_skip(clip_id, error)
       continue
     report.add_stray(listing.stray)
-    emotion = common.cell_text(row["Estimated Emotion"]).lower()
-    objective = common.parse_frame_value(row["Objective Classes"])
-    samples.append(common.Sample(
-        clip_id=clip_id,
-        frame_paths=listing.paths,
-        fields=dict(
-            label=common.map_emotion(emotion, EMOTION_TO_CLASS),
-            subject=subject, clip_id=clip_id, dataset="samm", fps=FPS,
-            onset=located.onset, apex=located.apex, offset=located.offset,
-            action_units=common.cell_text(row["Action Units"]), emotion=emotion,
-            apex_source=located.apex_source,
-            objective_class=-1 if objective is None else objective,
-            first_frame_number=listing.numbers[0]),
-        repairs=located.repairs, flags=located.flags))
+    samples.append(common.annotated_sample(
+        row, clip_id=clip_id, subject=subject, dataset="samm", fps=FPS, listing=listing,
+        located=located, emotion_to_class=EMOTION_TO_CLASS, objective_column="Objective Classes"))
   return samples
 
 
