@@ -37,7 +37,7 @@ import collections
 import dataclasses
 import os
 import re
-from typing import Any, Iterable, Iterator, Mapping, Optional, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping, Optional, Sequence
 
 from absl import logging
 import numpy as np
@@ -482,33 +482,68 @@ class Sample:
   flags: Sequence[str] = ()
 
 
-def annotated_sample(row: Mapping[str, Any], *, clip_id: str, subject: str, dataset: str,
-                     fps: float, listing: "FrameListing", located: "Located",
-                     emotion_to_class: Mapping[str, str],
-                     objective_column: Optional[str]) -> Sample:
-  """The `Sample` of one annotation-sheet row (CASME II, SAMM layout).
+def plan_sheet_samples(
+    rows: Iterable[Mapping[str, Any]], *, sheet_name: str, frames_root: str, dataset: str,
+    fps: float, subject_folder: Callable[[Any], str], frame_columns: tuple[str, str, str],
+    emotion_to_class: Mapping[str, str], objective_column: Optional[str],
+    report: "BuildReport", only: Optional[set[tuple[str, str]]] = None) -> list[Sample]:
+  """One `Sample` per annotation-sheet row (the CASME II / SAMM layout).
 
   Args:
-    row: the sheet row with "Estimated Emotion" and "Action Units" columns.
-    clip_id, subject, dataset, fps: the schema fields of the clip.
-    listing: the clip's frames on disk; `located`: its onset/apex/offset indices.
+    rows: sheet rows (dicts with `_row`, "Subject", "Filename", "Estimated Emotion",
+      "Action Units" and the `frame_columns`).
+    sheet_name: the sheet's file name, for messages.
+    frames_root: folder holding `<subject folder>/<Filename>/` frame folders.
+    dataset, fps: the schema fields of every clip.
+    subject_folder: maps the sheet's Subject cell to the subject folder name.
+    frame_columns: the onset, apex and offset column names.
     emotion_to_class: native emotion (lower case) -> 3-class name.
     objective_column: the column holding the objective class, if the sheet has one.
+    report: receives stray files and unrepairable samples.
+    only: if given, plan just these `(subject folder, filename)` pairs.
+
+  Raises:
+    AnnotationError: a bad Subject cell or two rows describing one clip.
   """
-  emotion = cell_text(row["Estimated Emotion"]).lower()
-  objective = parse_frame_value(row.get(objective_column)) if objective_column else None
-  return Sample(
-      clip_id=clip_id,
-      frame_paths=listing.paths,
-      fields=dict(
-          label=map_emotion(emotion, emotion_to_class),
-          subject=subject, clip_id=clip_id, dataset=dataset, fps=fps,
-          onset=located.onset, apex=located.apex, offset=located.offset,
-          action_units=cell_text(row["Action Units"]), emotion=emotion,
-          apex_source=located.apex_source,
-          objective_class=-1 if objective is None else objective,
-          first_frame_number=listing.numbers[0]),
-      repairs=located.repairs, flags=located.flags)
+  samples, seen = [], {}
+  for row in rows:
+    try:
+      subject = subject_folder(row["Subject"])
+    except ValueError as error:
+      raise AnnotationError(f"{sheet_name} row {row['_row']}: {error}") from None
+    filename = cell_text(row["Filename"])
+    if only is not None and (subject, filename) not in only:
+      continue
+    clip_id = f"{subject}/{filename}"
+    if clip_id in seen:
+      raise AnnotationError(
+          f"{sheet_name}: rows {seen[clip_id]} and {row['_row']} both describe {clip_id}")
+    seen[clip_id] = row["_row"]
+    report.add_stray(stray_files_in(os.path.join(frames_root, subject)))
+    try:
+      listing = list_frames(os.path.join(frames_root, subject, filename))
+      located = locate_sample(
+          listing.numbers, *(row[c] for c in frame_columns),
+          where=f"{dataset} {clip_id} ({sheet_name} row {row['_row']})")
+    except SampleError as error:
+      report.fail_or_skip(clip_id, error)
+      continue
+    report.add_stray(listing.stray)
+    emotion = cell_text(row["Estimated Emotion"]).lower()
+    objective = parse_frame_value(row.get(objective_column)) if objective_column else None
+    samples.append(Sample(
+        clip_id=clip_id,
+        frame_paths=listing.paths,
+        fields=dict(
+            label=map_emotion(emotion, emotion_to_class),
+            subject=subject, clip_id=clip_id, dataset=dataset, fps=fps,
+            onset=located.onset, apex=located.apex, offset=located.offset,
+            action_units=cell_text(row["Action Units"]), emotion=emotion,
+            apex_source=located.apex_source,
+            objective_class=-1 if objective is None else objective,
+            first_frame_number=listing.numbers[0]),
+        repairs=located.repairs, flags=located.flags))
+  return samples
 
 
 class BuildReport:

@@ -142,34 +142,10 @@ def plan_samples(
                                     what=f"CASME II frame folder for release {release!r}",
                                     layout=LAYOUT)
   xlsx_name = RELEASES[release][0]
-  samples, seen = [], {}
-  for row in rows:
-    try:
-      subject = subject_folder(row["Subject"])
-    except ValueError as error:
-      raise common.AnnotationError(f"{xlsx_name} row {row['_row']}: {error}") from None
-    filename = common.cell_text(row["Filename"])
-    if only is not None and (subject, filename) not in only:
-      continue
-    clip_id = f"{subject}/{filename}"
-    if clip_id in seen:
-      raise common.AnnotationError(
-          f"{xlsx_name}: rows {seen[clip_id]} and {row['_row']} both describe {clip_id}")
-    seen[clip_id] = row["_row"]
-    report.add_stray(common.stray_files_in(os.path.join(frames_root, subject)))
-    try:
-      listing = common.list_frames(os.path.join(frames_root, subject, filename))
-      located = common.locate_sample(
-          listing.numbers, row["OnsetFrame"], row["ApexFrame"], row["OffsetFrame"],
-          where=f"casme2 {clip_id} ({xlsx_name} row {row['_row']})")
-    except common.SampleError as error:
-      report.fail_or_skip(clip_id, error)
-      continue
-    report.add_stray(listing.stray)
-    samples.append(common.annotated_sample(
-        row, clip_id=clip_id, subject=subject, dataset="casme2", fps=FPS, listing=listing,
-        located=located, emotion_to_class=EMOTION_TO_CLASS, objective_column="Objective Class"))
-  return samples
+  return common.plan_sheet_samples(
+      rows, sheet_name=xlsx_name, frames_root=frames_root, dataset="casme2", fps=FPS,
+      subject_folder=subject_folder, frame_columns=("OnsetFrame", "ApexFrame", "OffsetFrame"),
+      emotion_to_class=EMOTION_TO_CLASS, objective_column="Objective Class", report=report, only=only)
 
 
 class Builder(manual_builder.ManualDownloadBuilder):

@@ -118,34 +118,10 @@ def plan_samples(
   frames_root = common.require_path(os.path.join(manual_dir, RELEASES[release]),
                                     what=f"SAMM frame folder for release {release!r}",
                                     layout=LAYOUT)
-  samples, seen = [], {}
-  for row in rows:
-    try:
-      subject = subject_folder(row["Subject"])
-    except ValueError as error:
-      raise common.AnnotationError(f"{ANNOTATION_FILE} row {row['_row']}: {error}") from None
-    filename = common.cell_text(row["Filename"])
-    if only is not None and (subject, filename) not in only:
-      continue
-    clip_id = f"{subject}/{filename}"
-    if clip_id in seen:
-      raise common.AnnotationError(
-          f"{ANNOTATION_FILE}: rows {seen[clip_id]} and {row['_row']} both describe {clip_id}")
-    seen[clip_id] = row["_row"]
-    report.add_stray(common.stray_files_in(os.path.join(frames_root, subject)))
-    try:
-      listing = common.list_frames(os.path.join(frames_root, subject, filename))
-      located = common.locate_sample(
-          listing.numbers, row["Onset Frame"], row["Apex Frame"], row["Offset Frame"],
-          where=f"samm {clip_id} ({ANNOTATION_FILE} row {row['_row']})")
-    except common.SampleError as error:
-      report.fail_or_skip(clip_id, error)
-      continue
-    report.add_stray(listing.stray)
-    samples.append(common.annotated_sample(
-        row, clip_id=clip_id, subject=subject, dataset="samm", fps=FPS, listing=listing,
-        located=located, emotion_to_class=EMOTION_TO_CLASS, objective_column="Objective Classes"))
-  return samples
+  return common.plan_sheet_samples(
+      rows, sheet_name=ANNOTATION_FILE, frames_root=frames_root, dataset="samm", fps=FPS,
+      subject_folder=subject_folder, frame_columns=("Onset Frame", "Apex Frame", "Offset Frame"),
+      emotion_to_class=EMOTION_TO_CLASS, objective_column="Objective Classes", report=report, only=only)
 
 
 class Builder(manual_builder.ManualDownloadBuilder):
