@@ -35,16 +35,6 @@ def get_config(config_string="gru"):
 """
 
 
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-  """synthetic_me/tiny built once for this module."""
-  path = str(tmp_path_factory.mktemp("tfds"))
-  config = tiny.get_config()
-  config.dataset.data_dir = path
-  input_pipeline.prepare_builder(input_pipeline.get_builder(config.dataset), config.dataset)
-  return path
-
-
 def _write(directory, name, text):
   path = os.path.join(directory, name)
   with open(path, "w") as f:

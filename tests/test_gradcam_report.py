@@ -9,22 +9,15 @@ import pytest
 import tensorflow as tf
 
 from configs import paper_s31_common
-from configs import tiny
 from mer_jax import gradcam_report
-from mer_jax import input_pipeline
 from mer_jax import train
 
 FOLD = "synthetic_me__s00"
 
 
 @pytest.fixture(scope="module")
-def workdir(tmp_path_factory):
+def workdir(tmp_path_factory, data_dir):
   """A tiny policy-III run (l_s = layer2) trained for two steps on one fold."""
-  data_dir = str(tmp_path_factory.mktemp("tfds"))
-  config = tiny.get_config()
-  config.dataset.data_dir = data_dir
-  input_pipeline.prepare_builder(input_pipeline.get_builder(config.dataset), config.dataset)
-
   config = paper_s31_common.get_config("III")
   config.dataset.builder_config = "tiny"
   config.dataset.data_dir = data_dir

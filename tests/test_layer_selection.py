@@ -1,28 +1,17 @@
 """`specific_layer="auto"`: Grad-CAM layer selection on training subjects only."""
 
 import json
-import os
 
 import numpy as np
 import pytest
 
 from configs import paper_s31_common
-from configs import tiny
 from mer_jax import input_pipeline
 from mer_jax import layer_selection
 from mer_jax.models import resnet
 
 TEST_SUBJECT = "synthetic_me/s00"
 TRAIN_SUBJECTS = ("synthetic_me/s01", "synthetic_me/s02")
-
-
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-  path = str(tmp_path_factory.mktemp("tfds"))
-  config = tiny.get_config()
-  config.dataset.data_dir = path
-  input_pipeline.prepare_builder(input_pipeline.get_builder(config.dataset), config.dataset)
-  return path
 
 
 def auto_config(data_dir):

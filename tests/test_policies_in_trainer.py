@@ -14,23 +14,12 @@ import orbax.checkpoint as ocp
 import pytest
 
 from configs import paper_s31_common
-from configs import tiny
-from mer_jax import input_pipeline
 from mer_jax import layer_selection
 from mer_jax import schema
 from mer_jax import train
 from mer_jax.models import create_model
 
 FOLD = "synthetic_me__s00"
-
-
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-  path = str(tmp_path_factory.mktemp("tfds"))
-  config = tiny.get_config()
-  config.dataset.data_dir = path
-  input_pipeline.prepare_builder(input_pipeline.get_builder(config.dataset), config.dataset)
-  return path
 
 
 def tiny_policy_config(data_dir: str, policy: str, specific_layer=None):

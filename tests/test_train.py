@@ -18,17 +18,6 @@ from mer_jax import train
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-  """synthetic_me/tiny built once for this module with the real TFDS machinery."""
-  path = str(tmp_path_factory.mktemp("tfds"))
-  config = tiny.get_config()
-  config.dataset.data_dir = path
-  builder = input_pipeline.get_builder(config.dataset)
-  input_pipeline.prepare_builder(builder, config.dataset)
-  return path
-
-
 def _config(data_dir, **overrides):
   config = tiny.get_config()
   config.dataset.data_dir = data_dir
