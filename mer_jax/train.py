@@ -305,7 +305,9 @@ def host_state(state: TrainState, mode: str) -> TrainState:
     # An explicit copy: on CPU np.asarray may alias the device buffer, which the
     # next (donating) train step overwrites while an async checkpoint save reads it.
     shard = np.array(x.addressable_data(0), copy=True)
-    return shard[0] if mode == "pmap" else shard
+    # `shard[0, ...]` keeps a 0-d array for scalars such as `step` (`shard[0]` would give a
+    # NumPy scalar, which Orbax refuses as a restore target).
+    return shard[0, ...] if mode == "pmap" else shard
   return jax.tree.map(first, state)
 
 
@@ -358,15 +360,14 @@ def predict(steps: Steps, state: TrainState, builder, split: str, subjects, conf
 # --------------------------------------------------------------------------------------------
 
 def _checkpoint_manager(directory: str, config) -> ocp.CheckpointManager:
+  """Keeps two checkpoints: the latest two, or with validation selection the best two."""
   selection = config.model_selection == "validation"
   options = ocp.CheckpointManagerOptions(
-      max_to_keep=2 if not selection else None,
+      max_to_keep=2,
       best_fn=(lambda m: m["validation_uf1"]) if selection else None,
       best_mode="max",
       keep_checkpoints_without_metrics=not selection,
       create=True, enable_async_checkpointing=True)
-  if selection:
-    options.max_to_keep = 2  # The best and, while training, the latest by best_fn order.
   return ocp.CheckpointManager(os.path.abspath(directory), options=options)
 
 

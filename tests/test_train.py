@@ -119,6 +119,15 @@ def test_end_to_end_on_eight_devices(data_dir, tmp_path):
   assert any(f.startswith("events.out.tfevents") for f in os.listdir(tmp_path))
 
 
+def test_validation_selection_restores_the_best_checkpoint(data_dir, tmp_path):
+  config = _config(data_dir, **{"folds": ("s00",), "model_selection": "validation",
+                                "num_validation_subjects": 1})
+  results = train.train_and_evaluate(config, str(tmp_path))
+  assert "validation" in results["model_selection"]
+  steps = {r["selected_step"] for r in results["predictions"]}
+  assert len(steps) == 1 and steps <= {3, 6}  # A checkpoint step chosen on validation UF1.
+
+
 def _command(workdir, data_dir, *extra):
   return [sys.executable, "-m", "mer_jax.main", "--config=configs/tiny.py",
           f"--workdir={workdir}", f"--config.dataset.data_dir={data_dir}",
