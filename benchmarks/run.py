@@ -6,12 +6,13 @@
     python -m benchmarks.run --suite all --device gpu --half_precision --out gpu.json
 
 Suites (comma-separated, or "all"):
-  train      the trainer's train step (`train.compile_steps`, shard_map on a
+  train      the trainer's train step (`mer_jax.steps.compile_steps`, shard_map on a
              `--num_devices` mesh) per `--model`: compile time, median step
              time, clips/s, frames/s, XLA FLOPs, achieved FLOP/s, MFU; and the
              PyTorch peer (`benchmarks.torch_peer`) at the same shape.
   inference  the trainer's eval step (model.apply in eval mode, jitted), same.
   magnify    `benchmarks.magnify_bench.run` (JAX vs NumPy/OpenCV, copy floor).
+  flow       `benchmarks.flow_bench.run` (batched JAX TV-L1 vs OpenCV's TV-L1, same parameters).
   input      synthetic_me records -> device-ready batches (`benchmarks.input_bench`),
              against the train step's consumption (goal >= 2x).
   scaling    the train step on 1, 2, 4, 8 devices, one process each, fixed
@@ -31,7 +32,7 @@ import sys
 import time
 from typing import Any, Optional, Sequence
 
-SUITES = ("train", "inference", "magnify", "input", "scaling")
+SUITES = ("train", "inference", "magnify", "flow", "input", "scaling")
 DEFAULT_MODELS = ("resnet50_lstm:2x8x112", "small")
 TINY_MODELS = ("tiny_resnet_lstm",)  # Has a PyTorch twin; also feeds the input suite.
 
@@ -256,6 +257,9 @@ def summary_markdown(result: dict) -> str:
     from benchmarks import magnify_bench  # pylint: disable=import-outside-toplevel
     lines += ["## Eulerian magnification", "", magnify_bench.format_table(suites["magnify"]),
               "", f"Goal: {suites['magnify']['goal']}", ""]
+  if "flow" in suites:
+    from benchmarks import flow_bench  # pylint: disable=import-outside-toplevel
+    lines += ["## Optical flow (TV-L1)", "", flow_bench.format_table(suites["flow"]), ""]
   if "input" in suites:
     r = suites["input"]
     lines += ["## Input pipeline", "",
@@ -354,6 +358,10 @@ def run(args: argparse.Namespace, command: str) -> dict[str, Any]:
       sizes = args.magnify_shapes or ([magnify_bench.GOAL_SIZE] if args.magnify_sizes is None
                                       else None)
       suites["magnify"] = magnify_bench.run(sizes=sizes, repeats=args.repeats)
+  if "flow" in args.suites:
+    print("[benchmarks] flow", file=sys.stderr, flush=True)
+    from benchmarks import flow_bench  # pylint: disable=import-outside-toplevel
+    suites["flow"] = flow_bench.run(tiny=args.tiny, repeats=args.repeats)
   if "input" in args.suites:
     print("[benchmarks] input", file=sys.stderr, flush=True)
     from benchmarks import input_bench  # pylint: disable=import-outside-toplevel

@@ -20,6 +20,7 @@ def _positive(value):
   return value is not None and np.isfinite(value) and value > 0
 
 
+@pytest.mark.slow
 def test_all_suites_at_tiny_sizes_write_json_and_markdown(tmp_path):
   out = tmp_path / "results.json"
   run.main(["--suite", "all", "--tiny", "--out", str(out)])
@@ -64,6 +65,9 @@ def test_all_suites_at_tiny_sizes_write_json_and_markdown(tmp_path):
   assert magnify and all(_positive(r["jax_s"]) and _positive(r["speedup_vs_peer"])
                          for r in magnify)
 
+  flow = result["suites"]["flow"]
+  assert flow["results"] and all(_positive(r["jax_pairs_per_s"]) and _positive(r["opencv_pairs_per_s"])
+                                for r in flow["results"]), flow
   pipeline = result["suites"]["input"]
   assert pipeline["dataset"].startswith("synthetic_me/tiny")
   assert pipeline["model"] == "tiny_resnet_lstm"
