@@ -17,7 +17,8 @@ import importlib
 import json
 import sys
 
-BUILDERS = ("synthetic_me", "casme2", "samm", "smic", "megc2019_composite", "casme3")
+BUILDERS = ("synthetic_me", "casme2", "samm", "smic", "megc2019_composite", "casme3",
+            "synthetic_me_long", "casme_sq", "samm_long")
 
 
 def build(name_and_config: str, *, manual_dir: str | None = None, data_dir: str | None = None,
