@@ -20,6 +20,14 @@ pipeline with exact ground truth:
   illumination flicker, blinks and distractor AUs (7, 9, 17, 24) are drawn from
   random streams that do not depend on the class.
 
+The composite tier (`COMPOSITE_PRESETS`: `composite`, `composite_dev`) is
+shaped like the MEGC2019 composite: three recording setups (SMIC-HS-,
+CASME II- and SAMM-like: 100/200/200 fps, 64/80/96 px, their own light,
+camera and noise), 68 subjects with the composite's uneven per-subject class
+counts, per-subject AU variants and strengths, annotation error, and no apex
+annotation in the SMIC-like part. `plan_composite` fixes every clip without
+rendering; `render_planned_clip` renders one. See docs/synthetic_me.md.
+
 Conventions: frames are RGB uint8 `(T, H, W, 3)`; pixel (row i, column j) has
 its centre at image coordinates (x, y) = (j, i); `apex_flow[..., 0]` is dx and
 `[..., 1]` is dy in pixels, a backward map: output pixel (x, y) samples the
@@ -62,6 +70,11 @@ DISTRACTOR_ACTION_UNITS: tuple[str, ...] = ("7", "9", "17", "24")
 # Relative weight of the jaw drop inside surprise: the issue asks for a
 # "slight" AU26 beside the brow raise.
 _JAW_DROP_WEIGHT = 0.4
+# Every AU `action_unit_flow` has a displacement model for.
+_MODELLED_ACTION_UNITS = frozenset(("1", "2", "4", "6", "7", "9", "12", "15", "17", "24", "26"))
+# ITU-R BT.601 luma: what a monochrome sensor behind no colour filter records,
+# near enough, from an RGB scene. Shape (3, 1) so `video @ w` keeps a channel axis.
+_LUMA_WEIGHTS = np.array([[0.299], [0.587], [0.114]], np.float32)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -122,6 +135,12 @@ class SyntheticConfig:
     mask_threshold: `motion_mask` marks pixels where |apex_flow| >=
       mask_threshold * amplitude_px.
     supersample: drawing resolution factor before `INTER_AREA` reduction.
+    brightness: global gain of the scene (exposure and lamp power; 1 = as
+      drawn), applied before flicker and noise. The composite tier's
+      SMIC-like part is darker.
+    grayscale: record a monochrome camera (SAMM): each frame becomes its
+      luma (ITU-R BT.601 weights) in all three channels, and the sensor noise
+      is the same in the three channels.
   """
   num_subjects: int = 16
   clips_per_class_per_subject: int = 4
@@ -135,6 +154,10 @@ class SyntheticConfig:
   nuisances: Nuisances = Nuisances()
   mask_threshold: float = 0.1
   supersample: int = 4
+  # Knobs added for the composite tier. Their defaults leave the rendering of
+  # the other presets bit-identical (tests/test_synthetic_composite.py).
+  brightness: float = 1.0
+  grayscale: bool = False
 
   def __post_init__(self):
     for name, minimum in (("num_subjects", 1), ("clips_per_class_per_subject", 1),
@@ -143,12 +166,17 @@ class SyntheticConfig:
       value = getattr(self, name)
       if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
         raise ValueError(f"SyntheticConfig.{name} must be an integer >= {minimum}, got {value!r}")
-    for name in ("fps", "amplitude_px", "min_duration_s", "max_duration_s", "mask_threshold"):
+    for name in ("fps", "amplitude_px", "min_duration_s", "max_duration_s", "mask_threshold",
+                 "brightness"):
       value = getattr(self, name)
       if not (isinstance(value, (int, float)) and math.isfinite(value)):
         raise ValueError(f"SyntheticConfig.{name} must be a finite number, got {value!r}")
     if self.fps <= 0:
       raise ValueError(f"SyntheticConfig.fps must be > 0, got {self.fps}")
+    if self.brightness <= 0:
+      raise ValueError(f"SyntheticConfig.brightness must be > 0, got {self.brightness}")
+    if not isinstance(self.grayscale, bool):
+      raise ValueError(f"SyntheticConfig.grayscale must be a bool, got {self.grayscale!r}")
     if self.amplitude_px < 0:
       raise ValueError(f"SyntheticConfig.amplitude_px must be >= 0, got {self.amplitude_px}")
     if self.amplitude_px > 0.1 * self.size:
@@ -740,7 +768,9 @@ def _smooth_trajectory(rng: np.random.Generator, times_s: np.ndarray, peak: floa
 
 
 def render_clip(subject: SubjectParams, class_name: str, rng: np.random.Generator, *,
-                config: Optional[SyntheticConfig] = None, **params) -> dict:
+                config: Optional[SyntheticConfig] = None,
+                action_units: Optional[Sequence[str]] = None,
+                timing: Optional[tuple[int, int, int]] = None, **params) -> dict:
   """Renders one micro-expression clip of `subject`.
 
   Args:
@@ -751,6 +781,12 @@ def render_clip(subject: SubjectParams, class_name: str, rng: np.random.Generato
       the nuisances' distribution does not depend on the class.
     config: renderer settings (default `SyntheticConfig()`); dataset-size
       fields are ignored.
+    action_units: the AUs that express the class in this clip, e.g. ("4",)
+      (default `CLASS_ACTION_UNITS[class_name]`); the composite tier's
+      per-subject variants.
+    timing: (onset, apex, offset) frame indices of the expression, with
+      0 <= onset < apex < offset < num_frames (default: drawn from the
+      config's durations, onset uniform in the clip).
     **params: overrides of `config` fields, e.g. amplitude_px=0.5,
       nuisances=Nuisances.off().
 
@@ -775,14 +811,23 @@ def render_clip(subject: SubjectParams, class_name: str, rng: np.random.Generato
     raise ValueError(f"render_clip: unknown parameter(s) {sorted(unknown)}")
   config = dataclasses.replace(config, **params)
   size, num_frames, nuis = config.size, config.num_frames, config.nuisances
+  if action_units is not None:
+    action_units = tuple(str(au) for au in action_units)
+    unknown_aus = [au for au in action_units if au not in _MODELLED_ACTION_UNITS]
+    if not action_units or unknown_aus:
+      raise ValueError(f"render_clip: action_units must be a non-empty subset of "
+                       f"{sorted(_MODELLED_ACTION_UNITS, key=int)}, got {action_units!r}")
   timing_rng, expression_rng, nuisance_rng, noise_rng = rng.spawn(4)
 
   neutral = render_neutral(subject, size, config.supersample)
   lm = face_landmarks(subject, size)
-  onset, apex, offset = _draw_timing(timing_rng, config)
+  if timing is None:
+    onset, apex, offset = _draw_timing(timing_rng, config)
+  else:
+    onset, apex, offset = (int(t) for t in timing)
   profile = temporal_profile(num_frames, onset, apex, offset)
 
-  aus = CLASS_ACTION_UNITS[class_name]
+  aus = CLASS_ACTION_UNITS[class_name] if action_units is None else action_units
   weights = expression_rng.uniform(0.6, 1.0, len(aus))
   if "26" in aus:
     weights[aus.index("26")] *= _JAW_DROP_WEIGHT
@@ -856,8 +901,15 @@ def render_clip(subject: SubjectParams, class_name: str, rng: np.random.Generato
       np.clip(face, 0, None, out=face)
       np.clip(face[..., 3:], None, 1, out=face[..., 3:])
     video[t] = neutral.composite(face)
+  if config.brightness != 1.0:  # Skipped at the default: other presets stay bit-identical.
+    gain = gain * config.brightness
   video *= gain.astype(np.float32)[:, None, None, None]
-  if nuis.noise_std > 0:
+  if config.grayscale:
+    video = np.repeat(video @ _LUMA_WEIGHTS, 3, axis=-1)
+    if nuis.noise_std > 0:
+      video += (noise_rng.standard_normal(video.shape[:-1] + (1,), dtype=np.float32)
+                * np.float32(nuis.noise_std))
+  elif nuis.noise_std > 0:
     video += noise_rng.standard_normal(video.shape, dtype=np.float32) * np.float32(nuis.noise_std)
   frames = np.clip(np.rint(video), 0, 255).astype(np.uint8)
 
@@ -901,6 +953,359 @@ def generate_dataset(config: SyntheticConfig) -> Iterator[tuple[str, dict]]:
       clip_id = f"{subject.subject_id}/clip{slot:02d}"
       example["clip_id"] = clip_id
       yield clip_id, example
+
+
+# ----------------------------------------------------------------------------
+# The composite tier: three recording setups shaped like the MEGC2019 composite.
+
+# Clips per (negative, positive, surprise) of every subject of the MEGC2019
+# composite, per source dataset, counted from the official public sample list
+# (megc2019_composite_3class.csv: protocol metadata, no licensed data), in the
+# list's subject order. Totals: SMIC 70/51/43 over 16 subjects, CASME II
+# 88/32/25 over 24, SAMM 92/26/15 over 28; 442 clips, 68 subjects.
+MEGC2019_SUBJECT_CLASS_COUNTS: Mapping[str, tuple[tuple[int, int, int], ...]] = {
+    "smic": ((3, 2, 1), (0, 1, 5), (22, 11, 6), (10, 4, 5), (1, 0, 1), (2, 0, 2), (9, 4, 0),
+             (0, 1, 3), (3, 3, 1), (0, 8, 1), (0, 10, 0), (3, 2, 5), (1, 1, 2), (2, 0, 5),
+             (0, 1, 1), (14, 3, 5)),
+    "casme2": ((2, 1, 0), (5, 1, 3), (4, 0, 1), (2, 0, 0), (0, 1, 5), (1, 1, 2), (5, 0, 0),
+               (1, 0, 0), (5, 5, 0), (4, 0, 0), (5, 2, 4), (0, 2, 0), (0, 3, 0), (1, 1, 1),
+               (1, 2, 0), (23, 7, 1), (3, 3, 5), (2, 0, 0), (1, 0, 0), (2, 0, 0), (7, 1, 0),
+               (2, 0, 1), (3, 0, 2), (9, 2, 0)),
+    "samm": ((9, 0, 2), (1, 5, 2), (3, 0, 1), (4, 0, 0), (13, 7, 0), (2, 0, 1), (6, 0, 0),
+             (2, 7, 1), (2, 0, 1), (2, 1, 2), (3, 0, 1), (2, 0, 1), (0, 1, 0), (2, 2, 0),
+             (2, 0, 0), (3, 2, 0), (1, 0, 0), (1, 0, 0), (9, 0, 0), (1, 0, 2), (3, 0, 0),
+             (1, 0, 0), (4, 0, 0), (4, 1, 0), (3, 0, 0), (7, 0, 1), (1, 0, 0), (1, 0, 0)),
+}
+
+# How a class may be expressed in the composite tier. Real subjects show a
+# class with different AU subsets (CASME II codes negative clips as AU4,
+# AU4+AU7, AU4+AU9, AU15+AU17, ...); several variants share AUs with other
+# classes' variants (6 vs 7: both lift the lower lid) or with the distractors
+# (7, 9, 17), which makes them confusable. The first variant is the prototype
+# of `CLASS_ACTION_UNITS`.
+CLASS_ACTION_UNIT_VARIANTS: Mapping[str, tuple[tuple[str, ...], ...]] = {
+    "negative": (("4", "15"), ("4",), ("4", "7"), ("15", "17"), ("4", "9")),
+    "positive": (("6", "12"), ("12",), ("6",)),
+    "surprise": (("1", "2", "26"), ("1", "2"), ("1",)),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class SubDataset:
+  """One recording setup of the composite tier (SMIC-HS-, CASME II- or SAMM-like).
+
+  Attributes:
+    name: the records' `dataset` field, e.g. "synthetic_casme2".
+    params: renderer settings of this setup: `fps`, `size`, `amplitude_px`
+      (the median peak motion of its subjects, pixels of a `size` frame),
+      `min/max_duration_s` (expression onset-to-offset), `nuisances`,
+      `brightness`, `grayscale`. `num_frames`, `seed`, `num_subjects` and
+      `clips_per_class_per_subject` are ignored: the plan sets them per clip.
+    subject_class_counts: per subject, clips of (negative, positive,
+      surprise); its length is the number of subjects.
+    apex_annotated: False for the SMIC-like setup: the record's apex is the
+      midpoint (onset + offset) // 2 of the annotated onset and offset, with
+      `apex_source="midpoint"`, as the real SMIC builder does.
+    face_scale: face size relative to `make_subjects`' faces (tighter or
+      looser crops).
+    light_scale: multiplies each subject's lighting-gradient strength
+      (side light across the face).
+    margin_s: (min, max) seconds of neutral frames stored before the onset
+      and after the offset (drawn separately per side, at least 1 frame).
+  """
+  name: str
+  params: SyntheticConfig
+  subject_class_counts: tuple[tuple[int, int, int], ...]
+  apex_annotated: bool = True
+  face_scale: float = 1.0
+  light_scale: float = 1.0
+  margin_s: tuple[float, float] = (0.01, 0.04)
+
+  def __post_init__(self):
+    where = f"SubDataset {self.name!r}"
+    if not isinstance(self.params, SyntheticConfig):
+      raise ValueError(f"{where}: params must be a SyntheticConfig, got {self.params!r}")
+    counts = np.asarray(self.subject_class_counts)
+    if counts.ndim != 2 or counts.shape[1] != schema.NUM_CLASSES or counts.shape[0] < 1:
+      raise ValueError(f"{where}: subject_class_counts must be a non-empty list of "
+                       f"{schema.NUM_CLASSES}-tuples, got shape {counts.shape}")
+    if counts.min() < 0 or (counts.sum(1) == 0).any():
+      raise ValueError(f"{where}: subject_class_counts must be >= 0 with at least one clip "
+                       "per subject")
+    if not 0 < self.face_scale <= 1.25 or not 0 <= self.light_scale <= 3:
+      raise ValueError(f"{where}: face_scale must be in (0, 1.25] and light_scale in [0, 3], "
+                       f"got {self.face_scale}, {self.light_scale}")
+    if not 0 <= self.margin_s[0] <= self.margin_s[1]:
+      raise ValueError(f"{where}: margin_s must be (min, max) with 0 <= min <= max, "
+                       f"got {self.margin_s}")
+
+  @property
+  def num_subjects(self) -> int:
+    return len(self.subject_class_counts)
+
+  @property
+  def num_clips(self) -> int:
+    return int(np.sum(self.subject_class_counts))
+
+
+@dataclasses.dataclass(frozen=True)
+class CompositeConfig:
+  """A composite benchmark: several recording setups, subjects keyed per setup.
+
+  Attributes:
+    subsets: the recording setups.
+    seed: non-negative integer: identities, which subject gets which row of
+      `subject_class_counts`, every clip. Another seed = other people.
+    subject_intensity_spread: std of the log of a subject's expression
+      strength (lognormal, median 1): some people move more than others.
+    clip_intensity: (min, max) uniform per-clip factor on the subject's strength.
+    habit_prob: probability that a clip uses its subject's habitual AU
+      variant of the class; otherwise a variant drawn uniformly from
+      `CLASS_ACTION_UNIT_VARIANTS`. Each subject's habits are drawn once per
+      class, the prototype with probability `prototype_prob`.
+    prototype_prob: see `habit_prob`.
+    boundary_jitter_s: std (seconds) of the annotation error of onset and
+      offset: the records hold annotated indices, the renderer's true ones
+      differ by this much.
+    apex_jitter_s: std (seconds) of the annotation error of the apex.
+  """
+  subsets: tuple[SubDataset, ...]
+  seed: int = 0
+  subject_intensity_spread: float = 0.35
+  clip_intensity: tuple[float, float] = (0.7, 1.3)
+  habit_prob: float = 0.7
+  prototype_prob: float = 0.4
+  boundary_jitter_s: float = 0.01
+  apex_jitter_s: float = 0.02
+
+  def __post_init__(self):
+    if isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer)) or self.seed < 0:
+      raise ValueError(f"CompositeConfig.seed must be an integer >= 0, got {self.seed!r}")
+    names = [s.name for s in self.subsets]
+    if not names or len(set(names)) != len(names):
+      raise ValueError(f"CompositeConfig.subsets must be non-empty with distinct names, got {names}")
+    for name in ("habit_prob", "prototype_prob"):
+      if not 0 <= getattr(self, name) <= 1:
+        raise ValueError(f"CompositeConfig.{name} is a probability, got {getattr(self, name)}")
+    for name in ("subject_intensity_spread", "boundary_jitter_s", "apex_jitter_s"):
+      if not getattr(self, name) >= 0:
+        raise ValueError(f"CompositeConfig.{name} must be >= 0, got {getattr(self, name)}")
+    if not 0 < self.clip_intensity[0] <= self.clip_intensity[1]:
+      raise ValueError(f"CompositeConfig.clip_intensity must be (min, max) with 0 < min <= max, "
+                       f"got {self.clip_intensity}")
+
+  @property
+  def num_subjects(self) -> int:
+    return sum(s.num_subjects for s in self.subsets)
+
+  @property
+  def num_clips(self) -> int:
+    return sum(s.num_clips for s in self.subsets)
+
+
+@dataclasses.dataclass(frozen=True)
+class ClipPlan:
+  """Everything that decides one composite clip, fixed before any rendering.
+
+  Frame indices are into the stored clip of `num_frames` frames. `onset`,
+  `apex`, `offset` are the renderer's true timing; `annotated_*` are what the
+  record holds (jittered; for a setup without apex annotation
+  `annotated_apex` is the midpoint rule's frame and `apex_source` says so).
+  """
+  clip_id: str
+  dataset: str
+  subset_index: int
+  subject_index: int
+  subject: str
+  class_name: str
+  fps: float
+  size: int
+  num_frames: int
+  onset: int
+  apex: int
+  offset: int
+  annotated_onset: int
+  annotated_apex: int
+  annotated_offset: int
+  apex_source: str
+  action_units: tuple[str, ...]
+  amplitude_px: float
+  render_seed: tuple[int, ...]
+
+  @property
+  def label(self) -> int:
+    return schema.CLASS_NAMES.index(self.class_name)
+
+
+def composite_subjects(config: CompositeConfig, subset_index: int) -> list[SubjectParams]:
+  """The identities of one setup ("s00", "s01", ... within that setup).
+
+  Ids repeat across setups on purpose: subjects are people of one dataset,
+  keyed `dataset/subject` by the input pipeline, as in the real composite.
+  """
+  subset = config.subsets[subset_index]
+  people_seed = int(np.random.default_rng([config.seed, 20, subset_index]).integers(2**31 - 1))
+  return [dataclasses.replace(s, face_half_width=s.face_half_width * subset.face_scale,
+                              light_strength=s.light_strength * subset.light_scale)
+          for s in make_subjects(subset.num_subjects, people_seed)]
+
+
+def _annotate(rng: np.random.Generator, config: CompositeConfig, subset: SubDataset,
+              num_frames: int, onset: int, apex: int, offset: int) -> tuple[int, int, int, str]:
+  """Annotated (onset, apex, offset, apex_source) of a clip, with annotator error."""
+  fps = subset.params.fps
+  boundary = rng.normal(0.0, config.boundary_jitter_s * fps, 2)
+  apex_error = rng.normal(0.0, config.apex_jitter_s * fps)
+  a_onset = int(np.clip(round(onset + boundary[0]), 0, num_frames - 3))
+  a_offset = int(np.clip(round(offset + boundary[1]), a_onset + 2, num_frames - 1))
+  if subset.apex_annotated:
+    a_apex = int(np.clip(round(apex + apex_error), a_onset + 1, a_offset - 1))
+    return a_onset, a_apex, a_offset, "annotated"
+  return a_onset, (a_onset + a_offset) // 2, a_offset, "midpoint"
+
+
+def plan_composite(config: CompositeConfig) -> list[ClipPlan]:
+  """The composite's clips (subjects, classes, timing, AUs, strength), no pixels.
+
+  Deterministic in `config`. Each subject of a setup receives one row of the
+  setup's `subject_class_counts` (a seeded permutation of the rows); its clip
+  ids ("synthetic_casme2/s03/clip07", unique over the whole composite, as
+  the real composite builder writes them) are numbered in a per-subject
+  shuffled order, so they carry no class information.
+  """
+  plans = []
+  for k, subset in enumerate(config.subsets):
+    params = subset.params
+    fps = params.fps
+    rows = np.random.default_rng([config.seed, 21, k]).permutation(subset.num_subjects)
+    for subject_index in range(subset.num_subjects):
+      counts = subset.subject_class_counts[int(rows[subject_index])]
+      subject_rng = np.random.default_rng([config.seed, 22, k, subject_index])
+      strength = float(np.exp(subject_rng.normal(0.0, config.subject_intensity_spread)))
+      habits = {}
+      for class_name in schema.CLASS_NAMES:
+        variants = CLASS_ACTION_UNIT_VARIANTS[class_name]
+        prototype = subject_rng.uniform() < config.prototype_prob
+        habits[class_name] = 0 if prototype else int(subject_rng.integers(1, len(variants)))
+      slots = [(c, r) for c in range(schema.NUM_CLASSES) for r in range(counts[c])]
+      order = subject_rng.permutation(len(slots))
+      subject_id = f"s{subject_index:02d}"
+      for slot, slot_index in enumerate(order):
+        class_index, repetition = slots[int(slot_index)]
+        class_name = schema.CLASS_NAMES[class_index]
+        rng = np.random.default_rng([config.seed, 23, k, subject_index, class_index, repetition])
+        # True timing: the stored clip is the expression plus short margins,
+        # as the datasets' clips are cut around it.
+        duration = int(round(rng.uniform(params.min_duration_s, params.max_duration_s) * fps))
+        duration = max(duration, 2)
+        rise = int(np.clip(round(rng.uniform(0.3, 0.6) * duration), 1, duration - 1))
+        lead, tail = (max(1, int(round(rng.uniform(*subset.margin_s) * fps))) for _ in range(2))
+        num_frames = lead + duration + tail + 1
+        onset, apex, offset = lead, lead + rise, lead + duration
+        variants = CLASS_ACTION_UNIT_VARIANTS[class_name]
+        variant = (habits[class_name] if rng.uniform() < config.habit_prob
+                   else int(rng.integers(len(variants))))
+        amplitude = params.amplitude_px * strength * rng.uniform(*config.clip_intensity)
+        amplitude = float(min(amplitude, 0.1 * params.size))
+        annotated = _annotate(rng, config, subset, num_frames, onset, apex, offset)
+        plans.append(ClipPlan(
+            clip_id=f"{subset.name}/{subject_id}/clip{slot:02d}", dataset=subset.name, subset_index=k,
+            subject_index=subject_index, subject=subject_id, class_name=class_name,
+            fps=float(fps), size=params.size, num_frames=num_frames, onset=onset, apex=apex,
+            offset=offset, annotated_onset=annotated[0], annotated_apex=annotated[1],
+            annotated_offset=annotated[2], apex_source=annotated[3],
+            action_units=variants[variant], amplitude_px=amplitude,
+            render_seed=(config.seed, 24, k, subject_index, class_index, repetition)))
+  return plans
+
+
+def render_planned_clip(plan: ClipPlan, config: CompositeConfig,
+                        subject: Optional[SubjectParams] = None) -> dict:
+  """Renders one `ClipPlan` into a record (the fields of `render_clip`).
+
+  `onset`, `apex`, `offset` and `apex_source` are the plan's annotated values;
+  `apex_flow` and `motion_mask` are the true apex field and its mask.
+
+  Args:
+    plan: from `plan_composite(config)`.
+    config: the composite it was planned from.
+    subject: the plan's identity, if the caller has it (saves redrawing).
+  """
+  subset = config.subsets[plan.subset_index]
+  if subject is None:
+    subject = composite_subjects(config, plan.subset_index)[plan.subject_index]
+  params = subset.params
+  # The distractor AU's own timing is drawn from the config's durations; keep
+  # them inside this clip.
+  longest = min(params.max_duration_s, (plan.num_frames - 1) / params.fps)
+  clip_config = dataclasses.replace(
+      params, num_frames=plan.num_frames, amplitude_px=plan.amplitude_px,
+      min_duration_s=min(params.min_duration_s, longest), max_duration_s=longest)
+  example = render_clip(subject, plan.class_name, np.random.default_rng(list(plan.render_seed)),
+                        config=clip_config, action_units=plan.action_units,
+                        timing=(plan.onset, plan.apex, plan.offset))
+  example.update(
+      dataset=plan.dataset, clip_id=plan.clip_id, onset=plan.annotated_onset,
+      apex=plan.annotated_apex, offset=plan.annotated_offset, apex_source=plan.apex_source)
+  return example
+
+
+def generate_composite(config: CompositeConfig) -> Iterator[tuple[str, dict]]:
+  """Yields (clip_id, example) for every clip of a composite, in plan order."""
+  subjects = {}
+  for plan in plan_composite(config):
+    if plan.subset_index not in subjects:
+      subjects[plan.subset_index] = composite_subjects(config, plan.subset_index)
+    example = render_planned_clip(plan, config, subjects[plan.subset_index][plan.subject_index])
+    yield plan.clip_id, example
+
+
+def _composite(seed: int) -> CompositeConfig:
+  """The calibrated composite recipe (docs/synthetic_me.md, "composite")."""
+  counts = MEGC2019_SUBJECT_CLASS_COUNTS
+  # `num_frames` only has to hold the longest expression: the plan sets each
+  # clip's length (expression plus margins).
+  durations = lambda fps: dict(min_duration_s=0.1, max_duration_s=0.25,
+                               num_frames=int(round(0.25 * fps)) + 1)
+  return CompositeConfig(
+      seed=seed,
+      subsets=(
+          # SMIC-HS: 100 fps, the lowest resolution, dim side light, a noisy
+          # sensor; no apex annotation.
+          SubDataset(
+              name="synthetic_smic_hs", apex_annotated=False, face_scale=0.85, light_scale=1.6,
+              subject_class_counts=counts["smic"],
+              params=SyntheticConfig(
+                  fps=100.0, size=64, amplitude_px=0.38, brightness=0.7, **durations(100.0),
+                  nuisances=Nuisances(head_translation_px=0.6, head_rotation_deg=0.5,
+                                      noise_std=3.0, flicker=0.01))),
+          # CASME II: 200 fps colour, tight crops, lamp flicker.
+          SubDataset(
+              name="synthetic_casme2", face_scale=1.1, subject_class_counts=counts["casme2"],
+              params=SyntheticConfig(
+                  fps=200.0, size=80, amplitude_px=0.46, **durations(200.0),
+                  nuisances=Nuisances(head_translation_px=0.7, head_rotation_deg=0.5,
+                                      noise_std=1.5, flicker=0.03))),
+          # SAMM: 200 fps monochrome, the highest resolution, even light.
+          SubDataset(
+              name="synthetic_samm", light_scale=0.5, subject_class_counts=counts["samm"],
+              params=SyntheticConfig(
+                  fps=200.0, size=96, amplitude_px=0.40, brightness=1.1, grayscale=True,
+                  **durations(200.0),
+                  nuisances=Nuisances(head_translation_px=0.8, head_rotation_deg=0.6,
+                                      noise_std=1.0, flicker=0.01))),
+      ))
+
+
+# Named composite configurations; the TFDS builder exposes these beside PRESETS.
+COMPOSITE_PRESETS: Mapping[str, CompositeConfig] = {
+    # Shaped like the MEGC2019 composite; calibrated so the classical
+    # Farneback + strain + logistic-regression baseline lands in 0.55-0.75
+    # pooled UF1 (benchmarks/classical_baseline.py).
+    "composite": _composite(seed=0),
+    # The same recipe with other people and clips: make choices here.
+    "composite_dev": _composite(seed=1),
+}
 
 
 # ----------------------------------------------------------------------------

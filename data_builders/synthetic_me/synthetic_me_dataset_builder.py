@@ -12,6 +12,15 @@ One `train` split holds every clip; leave-one-subject-out folds are made from
 the `subject` field ("s00", "s01", ...) by the input pipeline. A custom
 dataset is a config: `Builder(config=SyntheticMeConfig(name="mine",
 params=synthetic.SyntheticConfig(amplitude_px=0.4, ...)))`.
+
+`composite` and `composite_dev` (params: `synthetic.CompositeConfig`) are
+shaped like the MEGC2019 composite: three recording setups whose records say
+which in `dataset` (`synthetic_smic_hs`, `synthetic_casme2`,
+`synthetic_samm`), with their own frame sizes, so frames have no fixed
+height/width; their records carry no `apex_flow`/`motion_mask` (re-render a
+clip with `synthetic.render_planned_clip` for its ground truth). These two
+configs have their own version: adding them left the other configs' version
+and records unchanged.
 """
 
 from __future__ import annotations
@@ -43,17 +52,24 @@ class SyntheticMeConfig(tfds.core.BuilderConfig):
   Attributes:
     params: every renderer and dataset-size parameter (`num_subjects`,
       `clips_per_class_per_subject`, `num_frames`, `size`, `fps`,
-      `amplitude_px`, durations, `seed`, `nuisances`, ...).
+      `amplitude_px`, durations, `seed`, `nuisances`, ...), or a
+      `synthetic.CompositeConfig` for a composite-shaped tier.
   """
-  params: synthetic.SyntheticConfig = dataclasses.field(default_factory=synthetic.SyntheticConfig)
+  params: synthetic.SyntheticConfig | synthetic.CompositeConfig = dataclasses.field(
+      default_factory=synthetic.SyntheticConfig)
 
   def __post_init__(self):
-    if not isinstance(self.params, synthetic.SyntheticConfig):
+    if not isinstance(self.params, (synthetic.SyntheticConfig, synthetic.CompositeConfig)):
       raise ValueError(
-          f"SyntheticMeConfig {self.name!r}: params must be a mer_jax.synthetic.SyntheticConfig, "
-          f"got {type(self.params).__name__}")
+          f"SyntheticMeConfig {self.name!r}: params must be a mer_jax.synthetic.SyntheticConfig "
+          f"or CompositeConfig, got {type(self.params).__name__}")
     if self.description is None:
-      self.description = describe(self.params)
+      self.description = (describe_composite(self.params) if self.is_composite
+                          else describe(self.params))
+
+  @property
+  def is_composite(self) -> bool:
+    return isinstance(self.params, synthetic.CompositeConfig)
 
 
 def describe(params: synthetic.SyntheticConfig) -> str:
@@ -70,6 +86,28 @@ def describe(params: synthetic.SyntheticConfig) -> str:
       f"p={n.distractor_prob:g} at {n.distractor_amplitude_px:g} px.")
 
 
+def describe_composite(params: synthetic.CompositeConfig) -> str:
+  """One-line summary of a composite config, stored as the TFDS config description."""
+  parts = []
+  for subset in params.subsets:
+    p, n = subset.params, subset.params.nuisances
+    parts.append(
+        f"{subset.name}: {subset.num_subjects} subjects, {subset.num_clips} clips, "
+        f"{p.size}x{p.size} px {'mono' if p.grayscale else 'colour'} at {p.fps:g} fps, "
+        f"peak motion {p.amplitude_px:g} px (median), apex "
+        f"{'annotated' if subset.apex_annotated else 'midpoint of onset..offset'}, head "
+        f"{n.head_translation_px:g} px / {n.head_rotation_deg:g} deg, noise std {n.noise_std:g}")
+  return (f"MEGC2019-composite-shaped: {params.num_clips} clips, {params.num_subjects} subjects, "
+          f"seed {params.seed}; " + "; ".join(parts) + ".")
+
+
+# Composite tiers carry their own version, so adding or revising them never
+# touches the version (and cached records) of the configs above.
+_COMPOSITE_VERSION = tfds.core.Version("1.0.0")
+_COMPOSITE_RELEASE_NOTES = {"1.0.0": "MEGC2019-composite-shaped tier (issue 14), calibrated "
+                                     "against benchmarks/classical_baseline.py."}
+
+
 class Builder(tfds.core.GeneratorBasedBuilder):
   """DatasetBuilder for `synthetic_me`."""
 
@@ -77,17 +115,27 @@ class Builder(tfds.core.GeneratorBasedBuilder):
   RELEASE_NOTES = {"1.0.0": "Initial release."}
   BUILDER_CONFIGS = [
       SyntheticMeConfig(name=name, params=params) for name, params in synthetic.PRESETS.items()
+  ] + [
+      SyntheticMeConfig(name=name, params=params, version=_COMPOSITE_VERSION,
+                        release_notes=_COMPOSITE_RELEASE_NOTES)
+      for name, params in synthetic.COMPOSITE_PRESETS.items()
   ]
   DEFAULT_CONFIG_NAME = "default"
 
   def _info(self) -> tfds.core.DatasetInfo:
     params = self.builder_config.params
+    extra_features = {"distractor_action_units": tfds.features.Text()}
+    if self.builder_config.is_composite:
+      # Three frame sizes in one dataset: the schema's ground-truth fields need
+      # one fixed size, so they are left out (re-render a clip for them).
+      features = schema.features(extra_features=extra_features)
+    else:
+      features = schema.features(height=params.size, width=params.size, with_ground_truth=True,
+                                 extra_features=extra_features)
     return tfds.core.DatasetInfo(
         builder=self,
         description=_DESCRIPTION,
-        features=schema.features(
-            height=params.size, width=params.size, with_ground_truth=True,
-            extra_features={"distractor_action_units": tfds.features.Text()}),
+        features=features,
         supervised_keys=("frames", "label"),
     )
 
@@ -98,7 +146,10 @@ class Builder(tfds.core.GeneratorBasedBuilder):
   def _generate_examples(self):
     config_name = self.builder_config.name
     keys = set(self.info.features.keys())
-    for clip_id, example in synthetic.generate_dataset(self.builder_config.params):
+    params = self.builder_config.params
+    clips = (synthetic.generate_composite(params) if self.builder_config.is_composite
+             else synthetic.generate_dataset(params))
+    for clip_id, example in clips:
       schema.validate_example(example, where=f"synthetic_me/{config_name} clip {clip_id}")
       # `Video` takes a list of encoded frames as is. OpenCV's PNG encoder is
       # ~15x faster than TFDS's per-frame TF encoding; it expects BGR.
