@@ -25,8 +25,15 @@ class ManualDownloadBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=T
   Builder configs need the fields `short_side` and `skip_unreadable`.
   """
 
-  VERSION = tfds.core.Version("1.0.0")
-  RELEASE_NOTES = {"1.0.0": "Initial release."}
+  VERSION = tfds.core.Version("1.1.0")
+  RELEASE_NOTES = {
+      "1.0.0": "Initial release.",
+      "1.1.0": ("Uniform time axis: frame numbers missing inside a clip are filled with a "
+                "copy of the previous frame and recorded (clips with gaps gain frames, their "
+                "indices follow the frame numbers); unknown emotions, path-like or "
+                "case-only-duplicate Filename cells, Windows copy names, folders, link loops "
+                "and corrupt JPEGs are refused by name (docs/datasets.md)."),
+  }
   DESCRIPTION = ""
   HOMEPAGE = ""
   CITATION = ""

@@ -114,7 +114,12 @@ def test_casme2_records_and_repairs(casme2_built):
   assert _positions(records["sub01/EP03_02"]) == (1, 3, 5, "annotated")
   assert _positions(records["sub01/EP02_01f"]) == (0, 3, 6, "annotated")
   assert _positions(records["sub04/EP12_01f"]) == (0, 3, 6, "midpoint_repaired")
-  assert _positions(records["sub03/EP01_2"]) == (0, 2, 5, "nearest_frame")
+  # img103 is missing: filled with a copy of img102 (time axis kept, 7 frames);
+  # the apex snaps to the real img102, never to the copy.
+  assert _positions(records["sub03/EP01_2"]) == (0, 2, 6, "nearest_frame")
+  gap_clip = records["sub03/EP01_2"]["frames"]
+  assert len(gap_clip) == 7
+  np.testing.assert_array_equal(gap_clip[3], gap_clip[2])
   assert _positions(records["sub05/EP07_01"]) == (0, 2, 4, "annotated")
   first = records["sub01/EP03_02"]
   assert first["first_frame_number"] == 10 and first["objective_class"] == -1
@@ -133,6 +138,7 @@ def test_casme2_summary_in_metadata(casme2_built):
   assert meta["per_subject"] == {"sub01": 2, "sub02": 1, "sub03": 1, "sub04": 1, "sub05": 1}
   assert {(r["clip_id"], r["repair"].split(":")[0]) for r in meta["repairs"]} == {
       ("sub03/EP01_2", "apex frame 103 missing on disk"),
+      ("sub03/EP01_2", "frame 103 missing on disk (inside onset..offset 100..106)"),
       ("sub04/EP12_01f", "apex '/' is not a frame number"),
       ("sub05/EP07_01", "offset frame 10 missing on disk")}
   assert meta["excluded"] == [{"clip_id": "sub02/EP15_01",
@@ -156,7 +162,7 @@ def test_casme2_unrepairable_sample_fails_naming_the_file(tmp_path):
   manual = fake_trees.make_fake_casme2(tmp_path / "manual", unrepairable=("corrupt_frame",))
   config = casme2.Casme2Config(name="raw_16", release="raw", short_side=16)
   with pytest.raises(common.SampleError,
-                     match=r"sub06/EP01_01 .*sub06/EP01_01/img3\.jpg cannot be decoded"):
+                     match=r"sub06/EP01_01 .*sub06/EP01_01/img3\.jpg is a corrupt JPEG"):
     _build(casme2.Builder, config, manual, tmp_path / "data")
 
 
@@ -169,7 +175,7 @@ def test_casme2_skip_mode_records_skipped_ids(tmp_path):
   reloaded = casme2.Builder(config=config, data_dir=os.fspath(tmp_path / "data"))
   skipped = {entry["clip_id"]: entry["reason"] for entry in reloaded.info.metadata["skipped"]}
   assert sorted(skipped) == ["sub06/EP01_01", "sub06/EP02_01"]
-  assert "img3.jpg cannot be decoded" in skipped["sub06/EP01_01"]
+  assert "img3.jpg is a corrupt JPEG" in skipped["sub06/EP01_01"]
   assert "EP02_01 does not exist" in skipped["sub06/EP02_01"]
   assert sorted(reloaded.info.metadata["skipped_ids"]) == sorted(skipped)
 

@@ -3,7 +3,7 @@
 import math
 
 import fake_trees
-from configs import tiny
+from configs import default as default_config
 from data_builders import build
 from mer_jax import input_pipeline
 from mer_jax import train
@@ -15,7 +15,7 @@ def test_build_command_and_one_epoch_on_fake_casme2(tmp_path, capsys):
   assert build.main(["casme2/raw_128", f"--manual_dir={manual}", f"--data_dir={data_dir}"]) == 0
   assert "built casme2/raw_128" in capsys.readouterr().out
 
-  config = tiny.get_config()
+  config = default_config.get_config("tiny")
   config.dataset.name = "casme2"
   config.dataset.builder_config = "raw_128"
   config.dataset.data_dir = data_dir
@@ -34,7 +34,7 @@ def test_build_command_and_one_epoch_on_fake_casme2(tmp_path, capsys):
   predicted = {r["clip_id"] for r in results["predictions"]}
   assert predicted == set(index.clip_id[index.subject_key == test_subject].tolist())
   assert results["per_dataset"].keys() == {"casme2"}
-  assert results["dataset"] == "casme2/raw_128/1.0.0"
+  assert results["dataset"] == "casme2/raw_128/1.1.0"
 
 
 def test_build_command_rejects_unknown_names(tmp_path):

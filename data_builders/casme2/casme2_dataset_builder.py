@@ -39,6 +39,9 @@ EMOTION_TO_CLASS = {
     "happiness": "positive",
     "surprise": "surprise",
 }
+# Emotions the composite rule excludes; any other unmapped value is unknown
+# (skipped and listed with its sheet row).
+EXCLUDED_EMOTIONS = ("others", "fear", "sadness")
 
 LAYOUT = """\
 <manual_dir>/
@@ -145,7 +148,8 @@ def plan_samples(
   return common.plan_sheet_samples(
       rows, sheet_name=xlsx_name, frames_root=frames_root, dataset="casme2", fps=FPS,
       subject_folder=subject_folder, frame_columns=("OnsetFrame", "ApexFrame", "OffsetFrame"),
-      emotion_to_class=EMOTION_TO_CLASS, objective_column="Objective Class", report=report, only=only)
+      emotion_to_class=EMOTION_TO_CLASS, objective_column="Objective Class", report=report, only=only,
+      excluded_emotions=EXCLUDED_EMOTIONS)
 
 
 class Builder(manual_builder.ManualDownloadBuilder):

@@ -43,6 +43,7 @@ EMOTION_TO_CLASS = {
     "happiness": "positive",
     "surprise": "surprise",
 }
+EXCLUDED_EMOTIONS = ("others",)  # Any other unmapped value is unknown (skipped, listed).
 
 LAYOUT = f"""\
 <manual_dir>/
@@ -116,7 +117,7 @@ def plan_samples(manual_dir: str, report: common.BuildReport, *,
                              what="CAS(ME)^3 label sheet", layout=LAYOUT)
   rows = common.read_xlsx_rows(xlsx, required_columns=COLUMNS, header_row=1)
   root = _frames_root(manual_dir)
-  samples, seen, listings = [], {}, {}
+  samples, seen, seen_folded, listings = [], {}, {}, {}
   for row in rows:
     try:
       subject = subject_folder(row["Subject"])
@@ -128,21 +129,40 @@ def plan_samples(manual_dir: str, report: common.BuildReport, *,
     if clip_id in seen:
       raise common.AnnotationError(
           f"{ANNOTATION_FILE}: rows {seen[clip_id]} and {row['_row']} both describe {clip_id}")
+    folded = clip_id.casefold()
+    if folded in seen_folded and seen_folded[folded][1] != clip_id:
+      raise common.AnnotationError(
+          f"{ANNOTATION_FILE}: rows {seen_folded[folded][0]} ({seen_folded[folded][1]}) and "
+          f"{row['_row']} ({clip_id}) name clips that differ only in letter case; fix the sheet")
     seen[clip_id] = row["_row"]
+    seen_folded[folded] = (row["_row"], clip_id)
     where = f"casme3 {clip_id} ({ANNOTATION_FILE} row {row['_row']})"
+    fault = common.plain_name_fault(task)
+    if fault:
+      report.fail_or_skip(clip_id, common.SampleError(f"{where}: Filename {task!r} {fault}"))
+      continue
+    emotion = common.cell_text(row["emotion"]).lower()
+    if (common.map_emotion(emotion, EMOTION_TO_CLASS) is None
+        and emotion not in EXCLUDED_EMOTIONS):
+      report.skip_unknown_label(clip_id, row=row["_row"], value=emotion, sheet=ANNOTATION_FILE)
+      continue
     try:
       color_dir = os.path.join(root, subject, task, "color")
       if color_dir not in listings:  # Recordings hold several samples: list once.
         listings[color_dir] = common.list_frames(color_dir)
       listing = listings[color_dir]
       located = common.locate_sample(listing.numbers, row["Onset"], row["Apex"], row["Offset"],
-                                     where=where)
+                                     where=where, on_disk=listing.on_disk)
       window = slice(located.onset, located.offset + 1)
+      repairs = list(located.repairs) + common.gap_repairs(
+          listing, listing.numbers[located.onset], listing.numbers[located.offset],
+          listing.numbers[located.onset], listing.numbers[located.offset])
       frame_paths = listing.paths[window]
       depth_paths = None
       if with_depth:
+        # A filled colour frame takes the depth frame of the same source number.
         depth_paths = [os.path.join(root, subject, task, "depth", f"{n}.png")
-                       for n in listing.numbers[window]]
+                       for n in listing.sources[window]]
         missing = [p for p in depth_paths if not os.path.isfile(p)]
         if missing:
           raise common.SampleError(f"depth frame {missing[0]} missing ({len(missing)} missing)")
@@ -154,7 +174,6 @@ def plan_samples(manual_dir: str, report: common.BuildReport, *,
     first, last = listing.numbers[located.onset], listing.numbers[located.offset]
     if (last - first + 1) / FPS > LONG_SAMPLE_SECONDS:
       flags.append("longer_than_2s")
-    emotion = common.cell_text(row["emotion"]).lower()
     objective = common.parse_frame_value(row["Objective class"])
     samples.append(common.Sample(
         clip_id=clip_id,
@@ -168,7 +187,7 @@ def plan_samples(manual_dir: str, report: common.BuildReport, *,
             apex_source=located.apex_source,
             objective_class=-1 if objective is None else objective,
             first_frame_number=first),
-        repairs=located.repairs, flags=flags))
+        repairs=repairs, flags=flags))
   return samples
 
 

@@ -36,6 +36,7 @@ EMOTION_TO_CLASS = {
     "happiness": "positive",
     "surprise": "surprise",
 }
+EXCLUDED_EMOTIONS = ("other",)  # Any other unmapped value is unknown (skipped, listed).
 
 LAYOUT = f"""\
 <manual_dir>/
@@ -121,7 +122,8 @@ def plan_samples(
   return common.plan_sheet_samples(
       rows, sheet_name=ANNOTATION_FILE, frames_root=frames_root, dataset="samm", fps=FPS,
       subject_folder=subject_folder, frame_columns=("Onset Frame", "Apex Frame", "Offset Frame"),
-      emotion_to_class=EMOTION_TO_CLASS, objective_column="Objective Classes", report=report, only=only)
+      emotion_to_class=EMOTION_TO_CLASS, objective_column="Objective Classes", report=report, only=only,
+      excluded_emotions=EXCLUDED_EMOTIONS)
 
 
 class Builder(manual_builder.ManualDownloadBuilder):

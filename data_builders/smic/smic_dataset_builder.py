@@ -145,7 +145,10 @@ def plan_samples(
       listing = common.list_frames(clip_dir)
       located = common.locate_sample(listing.numbers, listing.numbers[0], None,
                                      listing.numbers[-1], where=f"smic {clip_id}",
-                                     has_apex=False)
+                                     has_apex=False, on_disk=listing.on_disk)
+      repairs = list(located.repairs) + common.gap_repairs(
+          listing, listing.numbers[0], listing.numbers[-1], listing.numbers[0],
+          listing.numbers[-1])
     except common.SampleError as error:
       report.fail_or_skip(clip_id, error)
       continue
@@ -159,7 +162,7 @@ def plan_samples(
             onset=located.onset, apex=located.apex, offset=located.offset,
             action_units="", emotion=emotion, apex_source=located.apex_source,
             objective_class=-1, first_frame_number=listing.numbers[0]),
-        repairs=located.repairs, flags=located.flags))
+        repairs=repairs, flags=located.flags))
   return samples
 
 

@@ -5,6 +5,9 @@
 
 Writes `out` (video for a video extension, else a PNG folder) and
 `out_side_by_side` (input left, magnified right) unless `--side-by-side ""`.
+An output that is (or resolves to) the input, or that already exists, is
+refused (exit code 2) unless `--overwrite` is given; the input is never
+overwritten (`mer_jax.paths.check_output_path`).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import jax
 import numpy as np
 
 from mer_jax.magnify import core
+from mer_jax import paths
 from mer_jax.magnify import video_io
 
 
@@ -40,12 +44,31 @@ def build_parser() -> argparse.ArgumentParser:
                       help="reproduce the reference MATLAB code's half-gain ideal filter")
   parser.add_argument("--side-by-side", default=None,
                       help="comparison output (default: OUTPUT_side_by_side; '' to skip)")
+  parser.add_argument("--overwrite", action="store_true",
+                      help="replace existing outputs (never the input)")
   return parser
+
+
+def check_paths(args: argparse.Namespace) -> Optional[str]:
+  """Checks the output paths before any compute; returns the side-by-side path or None.
+
+  Raises:
+    paths.OutputPathError: an output is the input, the two outputs coincide,
+      or an output exists and `--overwrite` was not given.
+  """
+  paths.check_output_path(args.output, [args.input], overwrite=args.overwrite, what="output")
+  side_by_side = (video_io.side_by_side_path(args.output) if args.side_by_side is None
+                  else args.side_by_side)
+  if side_by_side:
+    paths.check_output_path(side_by_side, [args.input, args.output], overwrite=args.overwrite,
+                            what="--side-by-side")
+  return side_by_side or None
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
   args = build_parser().parse_args(argv)
   try:
+    side_by_side = check_paths(args)
     frames, fps = video_io.read_frames(args.input, args.fps)
     # One compiled program: much faster than dispatching the ops one by one.
     magnify_fn = jax.jit(functools.partial(
@@ -55,11 +78,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         reference_compat=args.reference_compat))
     magnified = np.asarray(magnify_fn(frames))
     video_io.write_frames(args.output, magnified, fps)
-    side_by_side = (video_io.side_by_side_path(args.output) if args.side_by_side is None
-                    else args.side_by_side)
     if side_by_side:
       video_io.write_frames(side_by_side, np.concatenate([frames, magnified], axis=2), fps)
-  except (FileNotFoundError, ValueError) as error:
+  except (OSError, ValueError) as error:  # OutputPathError is a ValueError.
     print(f"error: {error}", file=sys.stderr)
     return 2
   print(f"wrote {args.output} ({len(frames)} frames at {fps:g} fps)"

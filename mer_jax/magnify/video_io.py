@@ -7,6 +7,7 @@ Frames are returned and accepted as RGB float32 arrays `(T, H, W, 3)` in
 from __future__ import annotations
 
 import os
+import re
 from typing import Optional
 
 import cv2
@@ -15,6 +16,7 @@ import numpy as np
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 # Containers and the codec OpenCV's bundled FFmpeg writes for them.
 VIDEO_CODECS = {".mp4": "mp4v", ".avi": "MJPG", ".mov": "mp4v", ".mkv": "mp4v"}
+_FRAME_NAME = re.compile(r"frame_(\d{5,})\.png")
 
 
 def read_frames(path: str, fps: Optional[float] = None) -> tuple[np.ndarray, float]:
@@ -80,6 +82,10 @@ def write_frames(path: str, frames: np.ndarray, fps: float) -> None:
 
   A path with a video extension (`VIDEO_CODECS`) becomes a video file; any
   other path becomes a folder of `frame_00000.png`, ... files (lossless).
+  Writing into a folder that holds a longer earlier result removes that
+  result's extra `frame_NNNNN.png` files, so the folder holds exactly these
+  frames (the caller checks with `mer_jax.paths.check_output_path` that
+  overwriting was asked for). Other files in the folder are left alone.
   """
   images = to_uint8_bgr(frames)
   extension = os.path.splitext(path)[1].lower()
@@ -103,6 +109,10 @@ def write_frames(path: str, frames: np.ndarray, fps: float) -> None:
     for index, image in enumerate(images):
       if not cv2.imwrite(os.path.join(path, f"frame_{index:05d}.png"), image):
         raise ValueError(f"cannot write frame {index} into folder {path!r}")
+    for name in os.listdir(path):
+      match = _FRAME_NAME.fullmatch(name)
+      if match and int(match.group(1)) >= len(images):
+        os.remove(os.path.join(path, name))
 
 
 def side_by_side_path(output: str) -> str:
