@@ -26,7 +26,7 @@ import ml_collections
 
 from benchmarks import train_bench
 from mer_jax import input_pipeline
-from mer_jax import train
+from mer_jax import steps as steps_lib
 
 BUILDER_CONFIGS = ("tiny", "default")
 
@@ -91,7 +91,7 @@ def run(model: str, shape: train_bench.Shape, devices: Sequence[jax.Device], *,
     index = input_pipeline.read_clip_index(builder, "train")
     config = train_bench.make_config(model, shape, half_precision=False)
     input_pipeline.check_sampling(index, config.input)
-    mesh = jax.sharding.Mesh(list(devices), (train.AXIS,))
+    mesh = jax.sharding.Mesh(list(devices), (steps_lib.AXIS,))
 
     def stream():
       ds = input_pipeline.create_train_dataset(builder, "train", index.subjects, config.input,

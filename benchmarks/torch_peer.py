@@ -7,7 +7,7 @@ output "last": uint8 frames `(B, N, H, W, 3)` -> /255 -> (x - mean) / std ->
 per-frame ResNet (stride on the bottleneck's first 1x1 conv, ceil-mode stem
 max-pool) -> global mean -> LSTM over frames -> last state -> dropout -> Linear.
 
-The train step matches `mer_jax.train.train_step` with the default optimiser:
+The train step matches `mer_jax.steps.train_step` with the default optimiser:
 cross-entropy, backward, global-norm clipping, AdamW (weight decay 1e-4),
 BatchNorm in training mode. Inference is `model.eval()` under
 `torch.inference_mode()`. Every clip has all N frames valid, so the LSTM runs

@@ -1,6 +1,6 @@
 """Train-step, inference and scaling benchmarks of the trainer's real steps.
 
-Every figure comes from `mer_jax.train.compile_steps("shard_map", mesh)`, the
+Every figure comes from `mer_jax.steps.compile_steps("shard_map", mesh)`, the
 steps `train_and_evaluate` runs: the train step (forward, backward, `pmean`,
 optimiser update, metrics; state donated) and the eval step (`model.apply` in
 eval mode + softmax), both jitted. Each is lowered and compiled once (timed as
@@ -36,10 +36,10 @@ import numpy as np
 
 from benchmarks import hardware
 from configs import default as default_config
-from configs import tiny as tiny_config
 from mer_jax import input_pipeline
 from mer_jax import schema
-from mer_jax import train
+from mer_jax import steps as steps_lib
+from mer_jax import train_state
 from mer_jax.models import create_model
 
 WORKER_MARKER = "BENCH_WORKER_RESULT "
@@ -64,13 +64,13 @@ def model_configs() -> dict[str, ml_collections.ConfigDict]:
 
   * "resnet50_lstm": the seed paper's model, ResNet-50 (Caffe layout) + LSTM 128.
   * "small": `configs/default.py`'s model (small CNN and temporal mean, as configured there).
-  * "tiny": `configs/tiny.py`'s model (tests).
+  * "tiny": `configs/default.py:tiny`'s model (tests).
   * "tiny_resnet_lstm": a 1-stage, 8-wide ResNet + LSTM 16 (tests of the peer).
   """
   return {
       "resnet50_lstm": _resnet_lstm_model({"depth": 50}, 128),
       "small": default_config.get_config().model,
-      "tiny": tiny_config.get_config().model,
+      "tiny": default_config.get_config("tiny").model,
       "tiny_resnet_lstm": _resnet_lstm_model({"stage_sizes": (1,), "base_width": 8}, 16),
   }
 
@@ -95,7 +95,7 @@ def _default_shape(config: ml_collections.ConfigDict) -> Shape:
 DEFAULT_SHAPES = {
     "resnet50_lstm": Shape(2, 8, 112),
     "small": _default_shape(default_config.get_config()),
-    "tiny": _default_shape(tiny_config.get_config()),
+    "tiny": _default_shape(default_config.get_config("tiny")),
     "tiny_resnet_lstm": Shape(2, 3, 16),
 }
 
@@ -202,14 +202,14 @@ def prepare(model: str, shape: Shape, devices: Sequence[jax.Device], *,
   """Builds the model, places state and a random batch on `devices`, compiles the steps."""
   check_shape(model, shape, len(devices))
   config = make_config(model, shape, half_precision)
-  mesh = jax.sharding.Mesh(np.array(devices), (train.AXIS,))
+  mesh = jax.sharding.Mesh(np.array(devices), (steps_lib.AXIS,))
   flax_model = create_model(config.model, num_classes=schema.NUM_CLASSES,
                             dtype=jnp.bfloat16 if half_precision else jnp.float32)
   with jax.default_device(devices[0]):
-    host_state = train.initial_state(config, flax_model, jax.random.key(0))
+    host_state = train_state.initial_state(config, flax_model, jax.random.key(0))
   num_parameters = sum(int(np.size(x)) for x in jax.tree.leaves(host_state.params))
-  steps = train.compile_steps("shard_map", mesh, label_smoothing=config.label_smoothing)
-  state = train.place_state(host_state, "shard_map", mesh)
+  steps = steps_lib.compile_steps("shard_map", mesh, label_smoothing=config.label_smoothing)
+  state = steps_lib.place_state(host_state, "shard_map", mesh)
   batch = input_pipeline.shard_for_devices(random_batch(shape), mode="shard_map", mesh=mesh)
   replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
   rng = jax.device_put(jax.random.key(1), replicated)
@@ -267,7 +267,7 @@ def run_model(model: str, shape: Shape, devices: Sequence[jax.Device], *, repeat
       "model": model, "shape": dataclasses.asdict(shape), "num_devices": len(devices),
       "num_parameters": prepared.num_parameters, "half_precision": half_precision,
       "model_config": prepared.config.model.to_dict(),
-      "step": "mer_jax.train.compile_steps('shard_map', mesh)",
+      "step": "mer_jax.steps.compile_steps('shard_map', mesh)",
   }
   state = prepared.state
   if "train" in suites:

@@ -3,7 +3,7 @@ r"""Ablation runner: LOSO for several configs, one comparison table.
   python -m mer_jax.ablation --out_dir=/tmp/ablation --suite=synthetic \
       --folds=s00,s01,s02,s03
   python -m mer_jax.ablation --out_dir=DIR \
-      --configs=configs/synthetic_mean.py,configs/synthetic_gru.py \
+      --configs=configs/default.py,configs/default.py:head=gru \
       --num_train_steps=100 --set=dataset.data_dir=/tmp/tfds
 
 Each config (a file with `get_config()`, optionally `path:config_string` as for
@@ -37,6 +37,7 @@ from absl import logging
 import ml_collections
 
 from mer_jax import logs
+from mer_jax import workdir as workdir_lib
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -45,29 +46,25 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SUITES = {
     "synthetic": (
         # Order = priority when time is short (the runner resumes where it stopped).
-        "configs/synthetic_mean.py",              # Frames only: mean over frames.
-        "configs/synthetic_lstm.py",
-        "configs/synthetic_gru.py",
-        "configs/synthetic_tcn.py",
-        "configs/synthetic_temporal_softmax.py",
-        "configs/synthetic_attention.py",         # Spatial attention on (mean head).
-        "configs/synthetic_magnify.py",           # Eulerian magnification on (mean head).
-        "configs/synthetic_bilstm.py",
-        "configs/synthetic_ed_tcn.py",
-        "configs/synthetic_bigru.py",
+        "configs/default.py",                     # Frames only: mean over frames.
+        "configs/default.py:head=lstm",
+        "configs/default.py:head=gru",
+        "configs/default.py:head=tcn",
+        "configs/default.py:head=temporal_softmax",
+        "configs/default.py:pool=attention",      # Spatial attention on (mean head).
+        "configs/default.py:magnify",             # Eulerian magnification on (mean head).
+        "configs/default.py:head=bilstm",
+        "configs/default.py:head=ed_tcn",
+        "configs/default.py:head=bigru",
     ),
     "synthetic_extra": (
-        "configs/synthetic_mean.py",
-        "configs/synthetic_frames.py",            # Frame-level training (paper Section 3.1).
-        "configs/synthetic_attention_lstm.py",    # Attention on, LSTM head.
-        "configs/synthetic_lstm.py",              # Attention off, LSTM head.
+        "configs/default.py",
+        "configs/default.py:head=frames",         # Frame-level training (paper Section 3.1).
+        "configs/default.py:pool=attention,head=lstm",  # Attention on, LSTM head.
+        "configs/default.py:head=lstm",           # Attention off, LSTM head.
     ),
 }
 
-# Fields that do not change what a run computes: a workdir written with other
-# values of these is still reused.
-RESUME_INSENSITIVE_FIELDS = ("dataset.data_dir", "dataset.manual_dir", "dataset.build_if_missing",
-                             "log_every_steps")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -169,36 +166,16 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: Mapping[str, A
       raise ValueError(f"override {key}={value!r}: {e}") from e
 
 
-def _flat_config(config_dict: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-  flat = {}
-  for key, value in config_dict.items():
-    if isinstance(value, Mapping):
-      flat.update(_flat_config(value, f"{prefix}{key}."))
-    else:
-      flat[f"{prefix}{key}"] = value
-  return flat
-
-
-def config_differences(workdir: str, config: ml_collections.ConfigDict) -> list[str]:
-  """Fields whose value in `workdir/config.json` differs from `config` (resume check)."""
-  with open(os.path.join(workdir, "config.json")) as f:
-    stored = _flat_config(json.load(f))
-  current = _flat_config(json.loads(config.to_json_best_effort(sort_keys=True)))
-  keys = sorted((set(stored) | set(current)) - set(RESUME_INSENSITIVE_FIELDS))
-  return [f"{k}: {stored.get(k, '<missing>')!r} in the workdir, {current.get(k, '<missing>')!r} now"
-          for k in keys if stored.get(k, "<missing>") != current.get(k, "<missing>")]
-
-
 def count_parameters(config: ml_collections.ConfigDict) -> int:
   """Trainable parameters of the config's model (shapes only: nothing is computed)."""
   import jax  # pylint: disable=import-outside-toplevel
   import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
   from clu import parameter_overview  # pylint: disable=import-outside-toplevel
   from mer_jax import schema  # pylint: disable=import-outside-toplevel
-  from mer_jax import train  # pylint: disable=import-outside-toplevel
+  from mer_jax import train_state  # pylint: disable=import-outside-toplevel
   from mer_jax.models import create_model  # pylint: disable=import-outside-toplevel
 
-  model = create_model(train.model_config(config), num_classes=schema.NUM_CLASSES)
+  model = create_model(train_state.model_config(config), num_classes=schema.NUM_CLASSES)
   size, frames = config.input.image_size, config.input.num_frames
   shapes = jax.eval_shape(
       lambda rng: model.init(rng, jnp.zeros((1, frames, size, size, 3), jnp.uint8),
@@ -228,10 +205,7 @@ def median_seconds_per_step(workdir: str) -> Optional[float]:
 
 
 def _read_json(path: str) -> Optional[dict]:
-  if not os.path.exists(path):
-    return None
-  with open(path) as f:
-    return json.load(f)
+  return workdir_lib.read_json(path) if os.path.exists(path) else None
 
 
 def run_config(spec: ConfigSpec, config: ml_collections.ConfigDict, out_dir: str) -> dict:
@@ -239,14 +213,14 @@ def run_config(spec: ConfigSpec, config: ml_collections.ConfigDict, out_dir: str
   from mer_jax import train  # pylint: disable=import-outside-toplevel
 
   workdir = os.path.join(out_dir, spec.name)
-  if os.path.exists(os.path.join(workdir, "config.json")):
-    differences = config_differences(workdir, config)
-    if differences:
-      raise ValueError(
-          f"workdir {workdir} holds a run of a different config ({spec}); refusing to mix "
-          "results. Use another --out_dir or delete that workdir. Differences:\n  "
-          + "\n  ".join(differences))
-  results = _read_json(os.path.join(workdir, "results.json"))
+  run_dir = workdir_lib.Workdir(workdir)
+  differences = run_dir.differences(workdir_lib.config_identity(config))
+  if differences:
+    raise ValueError(
+        f"workdir {workdir} holds a run of a different config ({spec}); refusing to mix "
+        "results. Use another --out_dir or delete that workdir. Differences:\n  "
+        + "\n  ".join(differences))
+  results = _read_json(run_dir.results_json)
   reused = results is not None
   if reused:
     logging.info("%s: finished run found in %s, reusing it", spec.name, workdir)
@@ -254,8 +228,8 @@ def run_config(spec: ConfigSpec, config: ml_collections.ConfigDict, out_dir: str
     logging.info("%s: training in %s", spec.name, workdir)
     results = train.train_and_evaluate(config, workdir)
     if not results:  # Only process 0 writes and returns results.
-      results = _read_json(os.path.join(workdir, "results.json"))
-  timing = _read_json(os.path.join(workdir, "timing.json")) or {}
+      results = _read_json(run_dir.results_json)
+  timing = _read_json(run_dir.timing_json) or {}
   overall = results["overall"]
   model = config.model
   return {
@@ -371,8 +345,7 @@ def run_ablation(specs: Sequence[ConfigSpec], out_dir: str, *,
       with the same name, an unknown baseline, or a workdir of another config.
       Every config is loaded and validated before any training starts.
   """
-  from mer_jax import evaluation  # pylint: disable=import-outside-toplevel
-  from mer_jax import train  # pylint: disable=import-outside-toplevel
+  from mer_jax import config_checks  # pylint: disable=import-outside-toplevel
 
   if not specs:
     raise ValueError("no configs to run: pass --configs or --suite")
@@ -386,7 +359,7 @@ def run_ablation(specs: Sequence[ConfigSpec], out_dir: str, *,
   for spec in specs:
     config = load_config(spec)
     apply_overrides(config, overrides or {})
-    train.validate_config(config, os.path.join(out_dir, spec.name))
+    config_checks.validate_config(config, os.path.join(out_dir, spec.name))
     configs.append(config)
 
   os.makedirs(out_dir, exist_ok=True)
@@ -411,10 +384,10 @@ def run_ablation(specs: Sequence[ConfigSpec], out_dir: str, *,
       "command": " ".join([os.path.basename(sys.argv[0])] + sys.argv[1:]),
   }
   report = {"protocol": protocol, "baseline": baseline, "rows": rows}
-  evaluation.atomic_write_text(os.path.join(out_dir, "ablation.json"),
-                               json.dumps(report, indent=2) + "\n")
-  evaluation.atomic_write_text(os.path.join(out_dir, "ablation.md"),
-                               markdown_report(rows, baseline, protocol))
+  workdir_lib.atomic_write_text(os.path.join(out_dir, "ablation.json"),
+                                json.dumps(report, indent=2) + "\n")
+  workdir_lib.atomic_write_text(os.path.join(out_dir, "ablation.md"),
+                                markdown_report(rows, baseline, protocol))
   return report
 
 
@@ -425,7 +398,7 @@ def run_ablation(specs: Sequence[ConfigSpec], out_dir: str, *,
 FLAGS = flags.FLAGS
 flags.DEFINE_string("out_dir", None, "Directory of the per-config workdirs and the report.")
 flags.DEFINE_string("configs", None, "Comma-separated config files, each 'path.py' or "
-                    "'path.py:config_string' (e.g. configs/paper_s32_smic.py:bilstm,15).")
+                    "'path.py:config_string' (e.g. configs/paper_s32.py:head=bilstm,frames=15).")
 flags.DEFINE_enum("suite", None, sorted(SUITES), "A named list of configs (see SUITES).")
 flags.DEFINE_list("folds", None, "Test subjects to run (config.folds) for every config, "
                   "e.g. s00,s01,s02,s03.")

@@ -12,12 +12,12 @@ reported as null), as scikit-learn does with `labels=` the present classes.
 from __future__ import annotations
 
 import json
-import os
 from typing import Any, Iterable, Mapping, Optional, Sequence
 
 import numpy as np
 
 from mer_jax import schema
+from mer_jax import workdir as workdir_lib
 
 
 def confusion_matrix(y_true: Sequence[int], y_pred: Sequence[int], num_classes: int) -> np.ndarray:
@@ -149,29 +149,24 @@ def megc_prediction_log(predictions: Iterable[Mapping[str, Any]],
   return "\n".join(lines) + "\n"
 
 
-def atomic_write_text(path: str, text: str) -> None:
-  """Writes `text` to `path` so that a killed process never leaves a half file."""
-  tmp = f"{path}.tmp.{os.getpid()}"
-  with open(tmp, "w") as f:
-    f.write(text)
-  os.replace(tmp, path)
-
-
-def write_reports(workdir: str, predictions: Sequence[Mapping[str, Any]], *,
+def write_reports(run_dir: "workdir_lib.Workdir", predictions: Sequence[Mapping[str, Any]], *,
                   extra: Optional[Mapping[str, Any]] = None,
                   class_names: Sequence[str] = schema.CLASS_NAMES) -> dict[str, Any]:
   """Writes results.json, results.md, confusion_matrix.png and megc_predictions.txt.
 
+  Args:
+    run_dir: the run directory (`mer_jax.workdir.Workdir`, or a path).
+
   Returns the results dict written to results.json.
   """
+  if isinstance(run_dir, str):
+    run_dir = workdir_lib.Workdir(run_dir)
   report = pooled_report(predictions, class_names)
   results = {"class_names": list(class_names), **report, **dict(extra or {}),
              "predictions": sorted(predictions, key=lambda r: (r["dataset"], r["clip_id"]))}
-  atomic_write_text(os.path.join(workdir, "results.json"),
-                    json.dumps(results, indent=2, sort_keys=True) + "\n")
-  atomic_write_text(os.path.join(workdir, "results.md"), markdown_table(report))
-  atomic_write_text(os.path.join(workdir, "megc_predictions.txt"),
-                    megc_prediction_log(predictions, class_names))
-  save_confusion_png(np.asarray(report["overall"]["confusion_matrix"]),
-                     os.path.join(workdir, "confusion_matrix.png"), class_names)
+  run_dir.write_text(run_dir.results_json, json.dumps(results, indent=2, sort_keys=True) + "\n")
+  run_dir.write_text(run_dir.results_md, markdown_table(report))
+  run_dir.write_text(run_dir.megc_log, megc_prediction_log(predictions, class_names))
+  save_confusion_png(np.asarray(report["overall"]["confusion_matrix"]), run_dir.confusion_png,
+                     class_names)
   return results

@@ -6,7 +6,7 @@ r"""Grad-CAM before/after training for a trained LOSO workdir (seed paper Figure
 For each fold (default: every fold with checkpoints) this rebuilds the fold's
 model from `DIR/config.json`, takes its state **before training** (the
 trainer's initialisation: `jax.random.key(seed * 1_000_003 + fold_index)`,
-split as in `train.train_fold`, plus the pretrained encoder if any) and
+split as in `train_state.fold_rngs`, plus the pretrained encoder if any) and
 **after training** (the checkpoint the fold was tested with: the selected step
 in `predictions.json`, else the latest), and renders Grad-CAM heat maps of the
 held-out subject's clips for each layer. This is analysis, not selection, so
@@ -40,11 +40,12 @@ import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 
-from mer_jax import evaluation
 from mer_jax import gradcam
 from mer_jax import input_pipeline
 from mer_jax import layer_selection
 from mer_jax import schema
+from mer_jax import train_state
+from mer_jax import workdir as workdir_lib
 from mer_jax.models import create_model
 
 SUMMARY_FILE = "summary.json"
@@ -60,39 +61,51 @@ def _tuples(value: Any) -> Any:
 
 
 def load_config(workdir: str) -> ml_collections.ConfigDict:
-  """The resolved config the trainer wrote to `workdir/config.json`."""
-  path = os.path.join(workdir, "config.json")
-  if not os.path.isfile(path):
+  """The resolved config the trainer wrote to `workdir/config.json`.
+
+  Raises:
+    ValueError: no config.json, or one that no longer matches the run identity
+      the workdir was trained under (an edited or replaced config).
+  """
+  run_dir = workdir_lib.Workdir(workdir)
+  if not os.path.isfile(run_dir.config_json):
     raise ValueError(f"--workdir={workdir!r}: no config.json; is it a mer_jax training workdir?")
-  with open(path) as f:
-    try:
-      return ml_collections.ConfigDict(_tuples(json.load(f)))
-    except json.JSONDecodeError as e:
-      raise ValueError(f"{path}: not valid JSON ({e})") from e
+  config = ml_collections.ConfigDict(_tuples(workdir_lib.read_json(run_dir.config_json)))
+  if os.path.exists(run_dir.identity_json):
+    diffs = run_dir.differences(workdir_lib.config_identity(config))
+    if diffs:
+      raise ValueError(f"{run_dir.config_json} does not match the run identity the workdir was "
+                       f"trained under ({run_dir.identity_json}): " + "; ".join(diffs[:5]))
+  return config
 
 
-def _restore_step(fold_dir: str, manager: ocp.CheckpointManager) -> int:
-  """The step the fold was tested with (predictions.json), else the latest checkpoint."""
-  predictions = os.path.join(fold_dir, "predictions.json")
-  if os.path.exists(predictions):
-    with open(predictions) as f:
-      records = json.load(f)
-    if records and records[0].get("selected_step") is not None:
+def _restore_step(run_dir: workdir_lib.Workdir, fold: str,
+                  manager: ocp.CheckpointManager) -> int:
+  """The step the fold was tested with (its predictions file), else the latest checkpoint."""
+  path = run_dir.predictions_json(fold)
+  if os.path.exists(path):
+    data = workdir_lib.read_json(path)
+    records = data.get("predictions") if isinstance(data, dict) else None
+    if not records:
+      raise ValueError(f"{path}: not a mer_jax fold predictions file; cannot tell which "
+                       "checkpoint the fold was tested with")
+    if records[0].get("selected_step") is not None:
       return int(records[0]["selected_step"])
   step = manager.latest_step()
   if step is None:
-    raise ValueError(f"{os.path.join(fold_dir, 'checkpoints')}: no checkpoint to restore")
+    raise ValueError(f"{run_dir.checkpoints_dir(fold)}: no checkpoint to restore")
   return step
 
 
-def _fold_states(config: ml_collections.ConfigDict, fold_index: int, fold_dir: str):
+def _fold_states(config: ml_collections.ConfigDict, fold_index: int,
+                 run_dir: workdir_lib.Workdir, fold: str):
   """(model, variables before training, variables after training, restored step)."""
-  from mer_jax import train  # pylint: disable=import-outside-toplevel
-  model = create_model(train.model_config(config), num_classes=schema.NUM_CLASSES)
-  before = train.initial_state(config, model, layer_selection.fold_init_rng(config, fold_index))
-  manager = ocp.CheckpointManager(os.path.abspath(os.path.join(fold_dir, "checkpoints")))
+  model = create_model(train_state.model_config(config), num_classes=schema.NUM_CLASSES)
+  init_rng, _ = train_state.fold_rngs(config, fold_index)
+  before = train_state.initial_state(config, model, init_rng)
+  manager = ocp.CheckpointManager(run_dir.checkpoints_dir(fold))
   try:
-    step = _restore_step(fold_dir, manager)
+    step = _restore_step(run_dir, fold, manager)
     restored = manager.restore(step, args=ocp.args.Composite(
         state=ocp.args.StandardRestore(jax.tree.map(np.asarray, before))))["state"]
   finally:
@@ -130,6 +143,7 @@ def render_report(workdir: str, *, folds: Optional[Sequence[str]] = None,
     The content written to `workdir/gradcam/summary.json`.
   """
   config = load_config(workdir)
+  run_dir = workdir_lib.Workdir(workdir)
   if data_dir:
     config.dataset.data_dir = data_dir
   builder = input_pipeline.get_builder(config.dataset)
@@ -141,7 +155,7 @@ def render_report(workdir: str, *, folds: Optional[Sequence[str]] = None,
       index, folds=config.get("folds"),
       num_validation_subjects=config.get("num_validation_subjects", 0), seed=config.seed)
   trained = [(i, f) for i, f in enumerate(all_folds)
-             if os.path.isdir(os.path.join(workdir, "folds", f.name, "checkpoints"))]
+             if os.path.isdir(run_dir.checkpoints_dir(f.name))]
   if folds:
     chosen = []
     for name in folds:
@@ -156,22 +170,20 @@ def render_report(workdir: str, *, folds: Optional[Sequence[str]] = None,
   if not chosen:
     raise ValueError(f"{workdir}/folds has no fold with checkpoints")
 
-  out_dir = os.path.join(workdir, "gradcam")
+  out_dir = run_dir.gradcam_dir
   os.makedirs(out_dir, exist_ok=True)
   summary_path = os.path.join(out_dir, SUMMARY_FILE)
   summary: dict[str, Any] = {}
   if os.path.exists(summary_path):
-    with open(summary_path) as f:
-      summary = json.load(f)
+    summary = workdir_lib.read_json(summary_path)
   writer = metric_writers.create_default_writer(out_dir, just_logging=jax.process_index() != 0)
 
   for fold_index, fold in chosen:
-    fold_dir = os.path.join(workdir, "folds", fold.name)
     fold_config = config
     if config.transfer.get("specific_layer") == layer_selection.AUTO:
       # The trainer resolved l_s per fold; rebuild the very same model.
-      fold_config = layer_selection.config_for_fold(config, builder, fold, fold_index, workdir)
-    model, before, after, step = _fold_states(fold_config, fold_index, fold_dir)
+      fold_config = layer_selection.config_for_fold(config, builder, fold, fold_index, run_dir)
+    model, before, after, step = _fold_states(fold_config, fold_index, run_dir, fold.name)
     fold_layers = tuple(layers) if layers else layer_selection.candidate_layers(model.encoder)
     clip_ids = layer_selection.choose_clips(index, [fold.test_subject], num_clips,
                                             seed=config.seed)
@@ -209,7 +221,7 @@ def render_report(workdir: str, *, folds: Optional[Sequence[str]] = None,
                    fold_summary["layers"][layer]["after"] or float("nan"),
                    fold_summary["chance"], path)
     summary[fold.name] = fold_summary
-    evaluation.atomic_write_text(summary_path, json.dumps(summary, indent=1) + "\n")
+    run_dir.write_json(summary_path, summary, indent=1, sort_keys=False)
   writer.flush()
   writer.close()
   return summary

@@ -27,11 +27,14 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import fcntl
 import importlib
+import os
 import queue
 import threading
 from typing import Iterator, Optional, Sequence
 
+from absl import logging
 import jax
 import ml_collections
 import numpy as np
@@ -65,18 +68,61 @@ def get_builder(dataset_config: ml_collections.ConfigDict) -> tfds.core.DatasetB
 
 
 def prepare_builder(builder: tfds.core.DatasetBuilder,
-                    dataset_config: ml_collections.ConfigDict) -> None:
-  """Builds the records if they are missing and `config.dataset.build_if_missing` is set."""
+                    dataset_config: ml_collections.ConfigDict) -> tfds.core.DatasetBuilder:
+  """Builds the records if they are missing and `config.dataset.build_if_missing` is set.
+
+  Concurrent builds of one dataset (two runs started on a fresh data_dir) take
+  turns on a lock file beside the dataset's version folder: the second waits,
+  then finds the finished build and reuses it.
+
+  Returns:
+    A builder that sees the built records (a fresh one when this call built or
+    waited for them).
+  """
   if builder.is_prepared():
-    return
+    return builder
   if not dataset_config.get("build_if_missing", False):
     raise ValueError(
         f"dataset {builder.info.full_name} is not built in {builder.data_dir}; run "
-        f"`tfds build data_builders/{builder.name} --config={builder.builder_config.name}` "
+        f"`python -m data_builders.build {builder.name}/{builder.builder_config.name}` "
         "or set config.dataset.build_if_missing=True")
-  manual_dir = dataset_config.get("manual_dir") or None
-  builder.download_and_prepare(
-      download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
+  parent = os.path.dirname(builder.data_dir)
+  os.makedirs(parent, exist_ok=True)
+  lock_path = os.path.join(parent, f".{builder.version}.build.lock")
+  with open(lock_path, "w") as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX)  # Waits while another process builds this dataset.
+    try:
+      fresh = get_builder(dataset_config)
+      if fresh.is_prepared():
+        logging.info("dataset %s was built by another process while this one waited; reusing "
+                     "it", fresh.info.full_name)
+        return fresh
+      manual_dir = dataset_config.get("manual_dir") or None
+      fresh.download_and_prepare(
+          download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
+      return get_builder(dataset_config)
+    finally:
+      fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def dataset_identity(builder: tfds.core.DatasetBuilder, split: str) -> dict[str, str]:
+  """Name, version, split and a fingerprint of the built records (for the run identity).
+
+  The fingerprint hashes every record file's name and size and the split's
+  example counts, read from the files on disk: a rebuild with other content
+  (another builder version, a changed manual download) changes it.
+  """
+  import hashlib  # pylint: disable=import-outside-toplevel
+  digest = hashlib.sha256()
+  for name, info in sorted(builder.info.splits.items()):
+    digest.update(f"{name}:{info.num_examples}:{info.num_bytes}".encode())
+  data_dir = builder.data_dir
+  for file_name in sorted(tf.io.gfile.listdir(data_dir)):
+    if file_name.endswith(".json"):
+      continue  # Metadata rewritten on every read; the record files carry the content.
+    digest.update(f"{file_name}:{tf.io.gfile.stat(f'{data_dir}/{file_name}').length}".encode())
+  return {"name": builder.info.full_name.rsplit("/", 1)[0], "version": str(builder.info.version),
+          "split": split, "fingerprint": digest.hexdigest()[:16]}
 
 
 @dataclasses.dataclass(frozen=True)

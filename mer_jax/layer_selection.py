@@ -20,7 +20,7 @@ The region mask, in order of preference:
 
 The model is the fold's model without the policy's truncation (every
 candidate layer exists), initialised as the trainer initialises the fold
-(`train.initial_state` with the fold's key, plus the pretrained checkpoint if
+(`train_state.initial_state` with the fold's key, plus the pretrained checkpoint if
 any). The heat maps explain each clip's ground-truth class.
 
 Trainer hook (once per fold, before the fold's model is built):
@@ -50,11 +50,12 @@ import tensorflow_datasets as tfds
 from mer_jax import gradcam
 from mer_jax import input_pipeline
 from mer_jax import schema
+from mer_jax import train_state
+from mer_jax import workdir as workdir_lib
 from mer_jax.models import create_model
 from mer_jax.models import resnet
 
 AUTO = "auto"
-SELECTION_FILE = "layer_selection.json"
 GRANULARITIES = ("stage", "block")
 
 # Face-region prior: ellipses (centre x, centre y, radius x, radius y) in
@@ -286,23 +287,6 @@ def candidate_layers(encoder: Any, granularity: str = "stage") -> tuple[str, ...
   return tuple(result)
 
 
-def fold_init_rng(config: ml_collections.ConfigDict, fold_index: int) -> jax.Array:
-  """The key `train.train_fold` initialises fold `fold_index`'s parameters with."""
-  init_rng, _ = jax.random.split(jax.random.key(config.seed * 1_000_003 + fold_index))
-  return init_rng
-
-
-def _without_policy(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-  """A copy of `config` with no transfer policy and no truncation: every layer exists."""
-  result = ml_collections.ConfigDict(config.to_dict())
-  result.transfer.policy = None
-  kwargs = dict(result.model.get("encoder_kwargs", None) or {})
-  for key in ("truncate_after", "frozen_stats_before", "frozen_batch_stats"):
-    kwargs.pop(key, None)
-  result.model.encoder_kwargs = kwargs
-  return result
-
-
 def initial_variables(config: ml_collections.ConfigDict, fold_index: int = 0
                       ) -> tuple[Any, dict[str, Any]]:
   """The fold's untruncated model and its initial variables (seeded init + pretrained).
@@ -310,10 +294,10 @@ def initial_variables(config: ml_collections.ConfigDict, fold_index: int = 0
   Returns:
     `(model, {"params": ..., "batch_stats": ...})`.
   """
-  from mer_jax import train  # pylint: disable=import-outside-toplevel  (train imports us lazily)
-  plain = _without_policy(config)
-  model = create_model(train.model_config(plain), num_classes=schema.NUM_CLASSES)
-  state = train.initial_state(plain, model, fold_init_rng(config, fold_index))
+  plain = train_state.model_config_without_policy(config)
+  model = create_model(train_state.model_config(plain), num_classes=schema.NUM_CLASSES)
+  init_rng, _ = train_state.fold_rngs(config, fold_index)
+  state = train_state.initial_state(plain, model, init_rng)
   return model, {"params": state.params, "batch_stats": state.batch_stats}
 
 
@@ -350,8 +334,8 @@ def select_layer(config: ml_collections.ConfigDict, builder: tfds.core.DatasetBu
   if unknown:
     raise ValueError(f"train_subjects {unknown} are not subjects of {builder.info.full_name} "
                      f"(subjects: {index.subjects})")
-  clip_ids = choose_clips(index, train_subjects, num_clips, seed=config.seed * 1_000_003 +
-                          fold_index)
+  clip_ids = choose_clips(index, train_subjects, num_clips,
+                          seed=train_state.fold_seed(config, fold_index))
   # Only the chosen clips' subjects are decoded (a subset of train_subjects).
   clip_subjects = sorted({str(index.subject_key[index.clip_id == c][0]) for c in clip_ids})
   clips = read_clips(builder, config, clip_ids, clip_subjects)
@@ -376,34 +360,26 @@ def resolve_specific_layer(config: ml_collections.ConfigDict, builder: tfds.core
   return select_layer(config, builder, train_subjects, **kwargs).layer
 
 
-def write_selection(selection: LayerSelection, fold_dir: str) -> str:
-  """Writes `fold_dir/layer_selection.json`; returns its path."""
-  os.makedirs(fold_dir, exist_ok=True)
-  path = os.path.join(fold_dir, SELECTION_FILE)
-  tmp = path + ".tmp"
-  with open(tmp, "w") as f:
-    json.dump(selection.to_json(), f, indent=1)
-    f.write("\n")
-  os.replace(tmp, path)
+def write_selection(selection: LayerSelection, path: str) -> str:
+  """Writes the selection to `path` (a fold's `layer_selection.json`) atomically."""
+  workdir_lib.atomic_write_text(path, json.dumps(selection.to_json(), indent=1) + "\n")
   return path
 
 
-def read_selection(fold_dir: str) -> Optional[LayerSelection]:
-  """The selection recorded in `fold_dir`, or None."""
-  path = os.path.join(fold_dir, SELECTION_FILE)
+def read_selection(path: str) -> Optional[LayerSelection]:
+  """The selection recorded at `path` (a fold's `layer_selection.json`), or None."""
   if not os.path.exists(path):
     return None
-  with open(path) as f:
-    try:
-      return LayerSelection.from_json(json.load(f))
-    except (ValueError, KeyError) as e:
-      raise ValueError(f"{path}: unreadable layer selection ({e}); delete it to select "
-                       "again") from e
+  try:
+    return LayerSelection.from_json(workdir_lib.read_json(path))
+  except (ValueError, KeyError, TypeError) as e:
+    raise ValueError(f"{path}: unreadable layer selection ({e}); delete it to select "
+                     "again") from e
 
 
 def config_for_fold(config: ml_collections.ConfigDict, builder: tfds.core.DatasetBuilder,
-                    fold: input_pipeline.Fold, fold_index: int, workdir: str
-                    ) -> ml_collections.ConfigDict:
+                    fold: input_pipeline.Fold, fold_index: int,
+                    workdir: "workdir_lib.Workdir | str") -> ml_collections.ConfigDict:
   """`config` with `specific_layer="auto"` resolved for `fold` (the trainer hook).
 
   Returns `config` itself unless `config.transfer.policy` is "II" or "III"
@@ -415,12 +391,14 @@ def config_for_fold(config: ml_collections.ConfigDict, builder: tfds.core.Datase
   """
   if config.transfer.policy not in ("II", "III") or config.transfer.specific_layer != AUTO:
     return config
-  fold_dir = os.path.join(workdir, "folds", fold.name)
-  selection = read_selection(fold_dir)
+  if isinstance(workdir, str):
+    workdir = workdir_lib.Workdir(workdir)
+  path = workdir.layer_selection_json(fold.name)
+  selection = read_selection(path)
   if selection is None:
     selection = select_layer(config, builder, fold.train_subjects, fold_index=fold_index)
     if jax.process_index() == 0:
-      write_selection(selection, fold_dir)
+      write_selection(selection, path)
   result = ml_collections.ConfigDict(config.to_dict())
   result.transfer.specific_layer = selection.layer
   return result

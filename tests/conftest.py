@@ -5,6 +5,10 @@ import os
 # Must happen before JAX initialises its backend (first jax.devices() call).
 os.environ.setdefault("JAX_NUM_CPU_DEVICES", "8")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# The tests' programs are tiny and compiled once each: XLA's optimisation passes cost more
+# than they save (about 40 % of a trainer test's time here). No test measures speed, and
+# every numeric comparison has a tolerance. Subprocesses started by tests inherit this.
+os.environ.setdefault("JAX_DISABLE_MOST_OPTIMIZATIONS", "1")
 
 
 import pytest  # noqa: E402  (after the environment set-up above)
@@ -14,10 +18,68 @@ import pytest  # noqa: E402  (after the environment set-up above)
 def data_dir(tmp_path_factory):
   """A TFDS data_dir holding synthetic_me/tiny, built once per test session (per xdist worker)
   with the real TFDS machinery. Tests only read it."""
-  from configs import tiny  # pylint: disable=import-outside-toplevel
+  from configs import default as default_config  # pylint: disable=import-outside-toplevel
   from mer_jax import input_pipeline  # pylint: disable=import-outside-toplevel
   path = str(tmp_path_factory.mktemp("tfds"))
-  config = tiny.get_config()
+  config = default_config.get_config("tiny")
   config.dataset.data_dir = path
   input_pipeline.prepare_builder(input_pipeline.get_builder(config.dataset), config.dataset)
   return path
+
+
+def tiny_config(data_dir: str, **overrides):
+  """`configs/default.py:tiny` reading the session's built `data_dir`, with dotted-field overrides
+  (`tiny_config(d, **{"input.num_frames": 4})`)."""
+  from configs import default as default_config  # pylint: disable=import-outside-toplevel
+  config = default_config.get_config("tiny")
+  config.dataset.data_dir = data_dir
+  config.dataset.build_if_missing = False
+  for key, value in overrides.items():
+    target = config
+    *parents, leaf = key.split(".")
+    for parent in parents:
+      target = target[parent]
+    target[leaf] = value
+  return config
+
+
+def tiny_policy_config(data_dir: str, policy: str, specific_layer=None):
+  """The Section 3.1 config shrunk to seconds: 2-stage width-4 ResNet, 32x32, 2 frames, 2 steps."""
+  from configs import paper_s31  # pylint: disable=import-outside-toplevel
+  config = paper_s31.get_config(f"policy={policy}")
+  config.dataset.builder_config = "tiny"
+  config.dataset.data_dir = data_dir
+  config.dataset.build_if_missing = False
+  config.input.num_frames = 2
+  config.input.image_size = 32
+  config.model.encoder_kwargs = {"stage_sizes": (1, 1), "block": "basic", "base_width": 4}
+  config.transfer.specific_layer = specific_layer
+  config.folds = ("s00",)
+  config.batch_size = 8
+  config.eval_batch_size = 8
+  config.num_train_steps = 2
+  config.warmup_steps = 0
+  config.learning_rate = 1e-2
+  config.log_every_steps = 2
+  config.checkpoint_every_steps = 2
+  return config
+
+
+# The specific layer l_s each policy run uses (policy I freezes the whole encoder).
+POLICY_LAYERS = {"I": None, "II": "layer2", "III": "layer1"}
+
+
+@pytest.fixture(scope="session")
+def policy_run(data_dir, tmp_path_factory):
+  """`policy_run(policy)` -> `(config, workdir, results)` of a tiny one-fold run, trained once
+  per session (per xdist worker) and shared by the policy, Grad-CAM report and workdir tests."""
+  cache = {}
+
+  def get(policy: str):
+    if policy not in cache:
+      from mer_jax import train  # pylint: disable=import-outside-toplevel
+      config = tiny_policy_config(data_dir, policy, POLICY_LAYERS[policy])
+      workdir = str(tmp_path_factory.mktemp(f"policy_{policy}"))
+      cache[policy] = (config, workdir, train.train_and_evaluate(config, workdir))
+    return cache[policy]
+  return get

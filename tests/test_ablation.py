@@ -9,28 +9,28 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from configs import tiny
+from configs import default as default_config
 from mer_jax import ablation
+from mer_jax import config_checks
 from mer_jax import input_pipeline
-from mer_jax import train
+from mer_jax import train_state
 from mer_jax.models import create_model
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 TINY_MEAN = """
-from configs import tiny
+from configs import default as default_config
 
 def get_config():
-  return tiny.get_config()
+  return default_config.get_config("tiny")
 """
 
 TINY_HEAD = """
-from configs import tiny
+from configs import default as default_config
 
 def get_config(config_string="gru"):
-  config = tiny.get_config()
-  config.model.temporal_head = config_string
-  config.model.temporal_head_kwargs = {"hidden_size": 8}
+  config = default_config.get_config("tiny,head=" + config_string)
+  config.model.temporal_head_kwargs.hidden_size = 8
   return config
 """
 
@@ -88,7 +88,7 @@ def test_runner_writes_table_resumes_and_refuses_other_config(data_dir, tmp_path
   assert os.path.getmtime(results_file) == mtime
 
   # The same out_dir with another schedule would mix results: refused, naming the field.
-  with pytest.raises(ValueError, match=r"num_train_steps: 4 in the workdir, 5 now"):
+  with pytest.raises(ValueError, match=r"config.num_train_steps: 4 -> 5"):
     ablation.run_ablation(specs, out_dir, overrides={**overrides, "num_train_steps": 5})
 
 
@@ -96,78 +96,100 @@ def test_bad_configs_give_clear_errors(tmp_path):
   with pytest.raises(ValueError, match=r"config file 'configs/no_such_config.py' not found"):
     ablation.run_ablation([ablation.parse_spec("configs/no_such_config.py")], str(tmp_path))
   with pytest.raises(ValueError, match=r"expected a Python config file"):
-    ablation.parse_spec("configs/synthetic_gru")
+    ablation.parse_spec("configs/default")
   no_get_config = _write(tmp_path, "empty.py", "X = 1\n")
   with pytest.raises(ValueError, match=r"empty.py defines no get_config"):
     ablation.load_config(ablation.parse_spec(no_get_config))
-  config = tiny.get_config()
+  config = default_config.get_config("tiny")
   with pytest.raises(ValueError, match=r"override model.no_such_field=3: the config has no field"):
     ablation.apply_overrides(config, {"model.no_such_field": 3})
   with pytest.raises(ValueError, match=r"baseline 'nope' is not one of the configs run"):
-    ablation.run_ablation([ablation.parse_spec("configs/synthetic_gru.py")], str(tmp_path),
+    ablation.run_ablation([ablation.parse_spec("configs/default.py:head=gru")], str(tmp_path),
                           baseline="nope")
-  with pytest.raises(ValueError, match=r"N must be an integer in 11..17"):
-    ablation.load_config(ablation.parse_spec("configs/paper_s32_smic.py:lstm,30"))
-  with pytest.raises(ValueError, match=r"HEAD in \('lstm', 'bilstm'\)"):
-    ablation.load_config(ablation.parse_spec("configs/paper_s32_smic.py:tcn"))
+  with pytest.raises(ValueError, match=r"frames must be in 11..17"):
+    ablation.load_config(ablation.parse_spec("configs/paper_s32.py:frames=30"))
+  with pytest.raises(ValueError, match=r"head must be one of \('lstm', 'bilstm'\)"):
+    ablation.load_config(ablation.parse_spec("configs/paper_s32.py:head=tcn"))
+  with pytest.raises(ValueError, match=r"unknown config argument 'haed' \(did you mean head"):
+    ablation.load_config(ablation.parse_spec("configs/default.py:haed=gru"))
+  with pytest.raises(ValueError, match=r"unknown temporal_head 'gruu'"):
+    ablation.load_config(ablation.parse_spec("configs/default.py:head=gruu"))
 
 
 def test_config_list_splitting_and_values():
   assert ablation.split_config_list(
-      "configs/a.py,configs/paper_s32_smic.py:bilstm,15,configs/b.py") == [
-          "configs/a.py", "configs/paper_s32_smic.py:bilstm,15", "configs/b.py"]
-  spec = ablation.parse_spec("configs/paper_s32_smic.py:bilstm,15")
+      "configs/a.py,configs/paper_s32.py:head=bilstm,frames=15,configs/b.py") == [
+          "configs/a.py", "configs/paper_s32.py:head=bilstm,frames=15", "configs/b.py"]
+  spec = ablation.parse_spec("configs/paper_s32.py:head=bilstm,frames=15")
   assert (spec.path, spec.config_string, spec.name) == (
-      "configs/paper_s32_smic.py", "bilstm,15", "paper_s32_smic-bilstm-15")
+      "configs/paper_s32.py", "head=bilstm,frames=15", "paper_s32-head-bilstm-frames-15")
   assert ablation.parse_value("('s00', 's01')") == ("s00", "s01")
   assert ablation.parse_value("/tmp/tfds") == "/tmp/tfds"
   assert ablation.parse_value("0.5") == 0.5
 
 
-def _ablation_config_files():
-  files = sorted(glob.glob(os.path.join(REPO, "configs", "synthetic_*.py")) +
-                 glob.glob(os.path.join(REPO, "configs", "paper_s32_*.py")))
-  return [f for f in files if not f.endswith("paper_s32_common.py")]
+def _ablation_config_specs():
+  """Every config string the suites and docs run: each suite entry and the paper configs."""
+  entries = {e for suite in ablation.SUITES.values() for e in suite}
+  entries |= {f"configs/paper_s32.py:dataset={d},head=bilstm,frames=17"
+              for d in ("smic", "casme2", "megc2019_composite", "synthetic")}
+  entries |= {f"configs/paper_s31.py:policy={p}" for p in ("I", "II", "III")}
+  entries |= {"configs/paper_s31.py:policy=II,dataset=smic", "configs/default.py:tiny"}
+  return sorted(entries)
 
 
 def test_every_suite_entry_exists():
   for suite in ablation.SUITES.values():
     for entry in suite:
-      assert os.path.isfile(os.path.join(REPO, entry)), entry
+      assert os.path.isfile(os.path.join(REPO, entry.partition(":")[0])), entry
 
 
-@pytest.mark.parametrize("path", _ablation_config_files(), ids=os.path.basename)
-def test_config_loads_and_builds_its_model(path, tmp_path):
-  specs = [ablation.parse_spec(path)]
-  if "paper_s32" in path:
-    specs.append(ablation.parse_spec(f"{path}:bilstm,17"))
-  for spec in specs:
-    config = ablation.load_config(spec)
-    train.validate_config(config, str(tmp_path / spec.name))
-    if config.dataset.name == "synthetic_me":
-      # Shapes only (no compute): the model accepts the config's own clips. The
-      # real-dataset paper configs share paper_s32_synthetic's model (traced here)
-      # and differ in image size, so they are only validated above.
-      model = create_model(train.model_config(config))
-      cfg = config.input
-      logits = jax.eval_shape(
-          lambda rng, m=model, c=cfg: m.init_with_output(
-              rng, jnp.zeros((2, c.num_frames, c.image_size, c.image_size, 3), jnp.uint8),
-              jnp.ones((2, c.num_frames), bool), train=False)[0],
-          jax.random.key(0))
-      per_frame = config.model.temporal_head == "frames"
-      assert logits.shape == ((2, cfg.num_frames, 3) if per_frame else (2, 3))
-    if "synthetic_" in path and "paper" not in path:
-      # Only the temporal / spatial part differs from the demo.
-      from configs import demo  # pylint: disable=import-outside-toplevel
-      reference = demo.get_config()
-      assert config.input == reference.input
-      assert config.model.encoder_kwargs == reference.model.encoder_kwargs
-      assert config.num_train_steps == reference.num_train_steps
-    if "paper_s32" in path:
-      # The builder config named exists (nothing is read or built here).
-      config.dataset.data_dir = str(tmp_path / "tfds")
-      builder = input_pipeline.get_builder(config.dataset)
-      assert builder.builder_config.name == config.dataset.builder_config
-    if spec.config_string == "bilstm,17":
-      assert (config.model.temporal_head, config.input.num_frames) == ("bilstm", 17)
+@pytest.mark.parametrize("entry", _ablation_config_specs())
+def test_config_loads_and_builds_its_model(entry, tmp_path):
+  spec = ablation.parse_spec(entry)
+  config = ablation.load_config(spec)
+  # Every field checked and the model traced on the config's own clip shape (no compute).
+  config_checks.validate_config(config, str(tmp_path / spec.name))
+  if config.dataset.name == "synthetic_me":
+    model = create_model(train_state.model_config(config))
+    cfg = config.input
+    logits = jax.eval_shape(
+        lambda rng, m=model, c=cfg: m.init_with_output(
+            rng, jnp.zeros((2, c.num_frames, c.image_size, c.image_size, 3), jnp.uint8),
+            jnp.ones((2, c.num_frames), bool), train=False)[0],
+        jax.random.key(0))
+    per_frame = config.model.temporal_head == "frames"
+    assert logits.shape == ((2, cfg.num_frames, 3) if per_frame else (2, 3))
+  if spec.path == "configs/default.py" and "tiny" not in (spec.config_string or ""):
+    # Only the temporal / spatial part (or magnification) differs from the default run.
+    reference = default_config.get_config()
+    assert config.input == reference.input
+    assert config.model.encoder_kwargs == reference.model.encoder_kwargs
+    assert config.num_train_steps == reference.num_train_steps
+  if "dataset=" in (spec.config_string or "") and "synthetic" not in spec.config_string:
+    # The builder config named exists (nothing is read or built here).
+    config.dataset.data_dir = str(tmp_path / "tfds")
+    builder = input_pipeline.get_builder(config.dataset)
+    assert builder.builder_config.name == config.dataset.builder_config
+  if "head=bilstm,frames=17" in (spec.config_string or ""):
+    assert (config.model.temporal_head, config.input.num_frames) == ("bilstm", 17)
+
+
+def test_switching_a_part_by_argument_resets_its_arguments():
+  grid = default_config.get_config()
+  assert grid.model.spatial_pool_kwargs.to_dict() == {"grid_size": 4}
+  mean = default_config.get_config("pool=mean")
+  assert (mean.model.spatial_pool, mean.model.spatial_pool_kwargs.to_dict()) == ("mean", {})
+  lstm = default_config.get_config("head=lstm")
+  # Recommended settings over the class defaults; every field present and settable.
+  assert lstm.model.temporal_head_kwargs.hidden_size == 32
+  assert lstm.model.temporal_head_kwargs.num_layers == 1
+  lstm.lock()
+  lstm.model.temporal_head_kwargs.num_layers = 2
+
+
+def test_switching_a_part_by_override_alone_is_named_before_data():
+  config = default_config.get_config()
+  config.model.spatial_pool = "mean"  # grid_size stays: the error says how to switch.
+  with pytest.raises(ValueError, match=r"grid_size.*configs/default.py:pool=mean"):
+    config_checks.validate_config(config)

@@ -7,7 +7,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from mer_jax.models import attention, create_model
+from mer_jax.models import attention, create_model, sequence
 from mer_jax.models.pooling import SpatialMeanPool
 
 LENGTHS = (1, 5, 3)
@@ -22,14 +22,14 @@ def _sequence(seed=0, features=4):
 def test_masked_softmax_weights_valid_entries_only():
   logits = jnp.array([[1.0, 2.0, jnp.inf], [0.5, jnp.nan, -jnp.inf], [3.0, 1.0, 2.0]])
   mask = jnp.array([[True, True, False], [False, False, False], [True, False, True]])
-  weights = attention.masked_softmax(logits, mask)
+  weights = sequence.masked_softmax(logits, mask)
   assert weights.dtype == jnp.float32
   np.testing.assert_allclose(weights[0, :2], jax.nn.softmax(logits[0, :2]), rtol=1e-6)
   np.testing.assert_array_equal(weights[1], 0.0)  # No valid entry: zeros, not NaN.
   np.testing.assert_allclose(weights[2], [jax.nn.softmax(jnp.array([3.0, 2.0]))[0], 0.0,
                                           jax.nn.softmax(jnp.array([3.0, 2.0]))[1]], rtol=1e-6)
   # Non-finite masked logits do not poison the gradient of the valid ones.
-  grad = jax.grad(lambda z: attention.masked_softmax(z, mask)[0, 0])(logits)
+  grad = jax.grad(lambda z: sequence.masked_softmax(z, mask)[0, 0])(logits)
   assert bool(jnp.all(jnp.isfinite(grad)))
   assert float(jnp.abs(grad[0, :2]).sum()) > 0
 
@@ -63,7 +63,7 @@ def test_spatial_attention_with_constant_scores_is_the_spatial_mean():
 @pytest.mark.parametrize("output", ["last", "mean", "attention"])
 def test_temporal_pool_reads_valid_steps_only(output):
   x, mask = _sequence(seed=4)
-  pool = attention.TemporalPool(output=output, hidden=8)
+  pool = sequence.TemporalPool(output=output, hidden=8)
   variables = pool.init(jax.random.key(5), x, mask)
   apply = jax.jit(lambda x: pool.apply(variables, x, mask, mutable=["intermediates"]))
   out, state = apply(x)
@@ -125,7 +125,7 @@ def test_bad_arguments_name_the_field(kwargs):
   with pytest.raises(ValueError, match="mask"):
     attention.TemporalSoftmaxHead().init(jax.random.key(0), x, mask[:, :3], train=False)
   with pytest.raises(ValueError, match="output"):
-    attention.TemporalPool(output="max").init(jax.random.key(0), x, mask)
+    sequence.TemporalPool(output="max").init(jax.random.key(0), x, mask)
 
 
 def test_attention_parts_plug_into_create_model_under_jit_and_train():

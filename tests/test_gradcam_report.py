@@ -8,42 +8,24 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from configs import paper_s31_common
 from mer_jax import gradcam_report
-from mer_jax import train
 
 FOLD = "synthetic_me__s00"
+# One xdist worker runs every test that shares the `policy_run` trainings (--dist loadgroup).
+pytestmark = pytest.mark.xdist_group("policy_runs")
 
 
 @pytest.fixture(scope="module")
-def workdir(tmp_path_factory, data_dir):
-  """A tiny policy-III run (l_s = layer2) trained for two steps on one fold."""
-  config = paper_s31_common.get_config("III")
-  config.dataset.builder_config = "tiny"
-  config.dataset.data_dir = data_dir
-  config.dataset.build_if_missing = False
-  config.input.num_frames = 3
-  config.input.image_size = 32
-  config.model.encoder_kwargs = {"stage_sizes": (1, 1, 1), "block": "basic", "base_width": 4}
-  config.transfer.specific_layer = "layer2"
-  config.folds = ("s00",)
-  config.batch_size = 8
-  config.eval_batch_size = 8
-  config.num_train_steps = 2
-  config.warmup_steps = 0
-  config.learning_rate = 1e-2
-  config.log_every_steps = 2
-  config.checkpoint_every_steps = 2
-  path = str(tmp_path_factory.mktemp("run"))
-  train.train_and_evaluate(config, path)
-  return path
+def workdir(policy_run):
+  """The shared tiny policy-II run (l_s = layer2, 2 stages) trained for two steps on one fold."""
+  return policy_run("II")[1]
 
 
 def test_report_writes_pictures_summary_and_tensorboard_images(workdir):
   summary = gradcam_report.render_report(workdir, num_clips=2)
   out = os.path.join(workdir, "gradcam")
 
-  # Default layers: the stages the truncated (policy III) encoder still has.
+  # Default layers: every stage of the (untruncated, policy II) encoder.
   fold = summary[FOLD]
   assert list(fold["layers"]) == ["layer1", "layer2"]
   assert fold["test_subject"] == "synthetic_me/s00" and fold["step"] == 2
@@ -52,7 +34,7 @@ def test_report_writes_pictures_summary_and_tensorboard_images(workdir):
   for values in fold["layers"].values():
     assert set(values) == {"before", "after"}
     assert all(0.0 <= v <= 1.0 for v in values.values())
-  # layer2 trains under policy III, so its heat maps move; layer1 is frozen but its
+  # layer2 (l_s) trains under policy II, so its heat maps move; layer1 is frozen but its
   # maps are gradients of the (trained) classifier's score, so both may move.
   assert fold["layers"]["layer2"]["before"] != fold["layers"]["layer2"]["after"]
   with open(os.path.join(out, "summary.json")) as f:

@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from configs import paper_s31_common
+from conftest import tiny_policy_config
 from mer_jax import input_pipeline
 from mer_jax import layer_selection
 from mer_jax.models import resnet
@@ -16,15 +16,8 @@ TRAIN_SUBJECTS = ("synthetic_me/s01", "synthetic_me/s02")
 
 def auto_config(data_dir):
   """Policy II with l_s = "auto" on synthetic_me/tiny, a 2-stage width-4 ResNet at 32x32."""
-  config = paper_s31_common.get_config("II")
-  config.dataset.builder_config = "tiny"
-  config.dataset.data_dir = data_dir
-  config.dataset.build_if_missing = False
+  config = tiny_policy_config(data_dir, "II", "auto")
   config.input.num_frames = 3
-  config.input.image_size = 32
-  config.model.encoder_kwargs = {"stage_sizes": (1, 1), "block": "basic", "base_width": 4}
-  config.transfer.specific_layer = "auto"
-  config.folds = ("s00",)
   return config
 
 
@@ -64,7 +57,7 @@ def test_config_for_fold_records_and_reuses_the_choice(data_dir, tmp_path):
   fold = input_pipeline.loso_folds(input_pipeline.read_clip_index(builder), folds=["s00"])[0]
   assert fold.test_subject == TEST_SUBJECT
   resolved = layer_selection.config_for_fold(config, builder, fold, 0, str(tmp_path))
-  record = tmp_path / "folds" / fold.name / layer_selection.SELECTION_FILE
+  record = tmp_path / "folds" / fold.name / "layer_selection.json"
   saved = json.loads(record.read_text())
   assert resolved.transfer.specific_layer == saved["layer"] in ("layer1", "layer2")
   assert config.transfer.specific_layer == "auto"  # The caller's config is untouched.

@@ -1,7 +1,7 @@
 """Transfer policies I/II/III inside the real LOSO trainer (seed paper Section 3.1).
 
 A tiny ResNet trains frame-level for two real `train.train_and_evaluate`
-steps on synthetic_me/tiny; the fold checkpoint is compared with the fold's
+steps on synthetic_me/tiny (the session fixture `policy_run` in conftest.py); the fold checkpoint is compared with the fold's
 initial state, recomputed independently from the trainer's seeding rule.
 """
 
@@ -13,40 +13,19 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from configs import paper_s31_common
-from mer_jax import layer_selection
 from mer_jax import schema
-from mer_jax import train
+from mer_jax import train_state
 from mer_jax.models import create_model
 
 FOLD = "synthetic_me__s00"
-
-
-def tiny_policy_config(data_dir: str, policy: str, specific_layer=None):
-  """The Section 3.1 config shrunk to seconds: 2-stage width-4 ResNet, 32x32, 2 frames, 2 steps."""
-  config = paper_s31_common.get_config(policy)
-  config.dataset.builder_config = "tiny"
-  config.dataset.data_dir = data_dir
-  config.dataset.build_if_missing = False
-  config.input.num_frames = 2
-  config.input.image_size = 32
-  config.model.encoder_kwargs = {"stage_sizes": (1, 1), "block": "basic", "base_width": 4}
-  config.transfer.specific_layer = specific_layer
-  config.folds = ("s00",)
-  config.batch_size = 8
-  config.eval_batch_size = 8
-  config.num_train_steps = 2
-  config.warmup_steps = 0
-  config.learning_rate = 1e-2
-  config.log_every_steps = 2
-  config.checkpoint_every_steps = 2
-  return config
+# One xdist worker runs every test that shares the `policy_run` trainings (--dist loadgroup).
+pytestmark = pytest.mark.xdist_group("policy_runs")
 
 
 def initial_and_trained(config, workdir):
   """(initial host state, trained checkpoint state) of fold 0."""
-  model = create_model(train.model_config(config), num_classes=schema.NUM_CLASSES)
-  initial = train.initial_state(config, model, layer_selection.fold_init_rng(config, 0))
+  model = create_model(train_state.model_config(config), num_classes=schema.NUM_CLASSES)
+  initial = train_state.initial_state(config, model, train_state.fold_rngs(config, 0)[0])
   manager = ocp.CheckpointManager(os.path.join(workdir, "folds", FOLD, "checkpoints"))
   assert manager.latest_step() == config.num_train_steps
   trained = manager.restore(manager.latest_step(), args=ocp.args.Composite(
@@ -70,12 +49,12 @@ def split_changed(before, after, collection):
     ("II", "layer2", {"conv1", "bn1", "layer1_0"}),
     ("III", "layer1", {"conv1", "bn1"}),
 ])
-def test_frozen_parameters_bit_identical_after_training(data_dir, tmp_path, policy, layer,
+def test_frozen_parameters_bit_identical_after_training(policy_run, policy, layer,
                                                         frozen_modules):
-  config = tiny_policy_config(data_dir, policy, layer)
-  results = train.train_and_evaluate(config, str(tmp_path))
+  config, workdir, results = policy_run(policy)
+  assert config.transfer.specific_layer == layer
   assert results["overall"]["num_samples"] == 3  # The held-out subject's clips.
-  initial, trained = initial_and_trained(config, str(tmp_path))
+  initial, trained = initial_and_trained(config, workdir)
 
   same, changed = split_changed(initial.params, trained.params, "params")
   frozen = {p for p in same | changed if p[0] == "encoder" and p[1] in frozen_modules}

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from mer_jax.models import build_part
-from mer_jax.models import pooling
+from mer_jax.models import sequence
 
 
 def _apply(name, x, **kwargs):
@@ -44,8 +44,8 @@ def test_max_and_flatten_pools():
 def test_masked_mean_ignores_padding():
   x = jnp.asarray([[[1.0], [3.0], [100.0]]])
   mask = jnp.asarray([[True, True, False]])
-  np.testing.assert_allclose(pooling.masked_mean(x, mask), [[2.0]])
-  np.testing.assert_allclose(pooling.masked_mean(x, jnp.zeros_like(mask)), [[0.0]])
+  np.testing.assert_allclose(sequence.masked_mean(x, mask), [[2.0]])
+  np.testing.assert_allclose(sequence.masked_mean(x, jnp.zeros_like(mask)), [[0.0]])
 
 
 def test_unknown_part_arguments_are_named():

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any, Optional, Sequence
+from typing import Any, Mapping, Optional, Sequence
 
 import flax.linen as nn
 import jax.numpy as jnp
-import ml_collections
 
 from mer_jax import schema
 from mer_jax.models import registry
@@ -99,9 +98,33 @@ class MERModel(nn.Module):
     return logits.astype(jnp.float32)
 
 
-def create_model(model_config: ml_collections.ConfigDict, *,
+def check_model_config(model_config: Mapping[str, Any]) -> None:
+  """Checks every enumerated field of `config.model` without building anything.
+
+  Raises a ValueError naming the field: an unknown part name, an argument the
+  named part does not have, an unknown `input_mode` or `pixel_stats`, a
+  dropout rate outside [0, 1).
+  """
+  for kind, default in (("encoder", None), ("spatial_pool", "mean"), ("temporal_head", "mean")):
+    name = model_config.get(kind, default)
+    if not name:
+      raise ValueError(f"config.model.{kind} must name a part; registered: "
+                       f"{registry.available()[kind]}")
+    registry.check_part_kwargs(kind, name, model_config.get(f"{kind}_kwargs", None))
+  if model_config.get("input_mode", "rgb") not in INPUT_MODES:
+    raise ValueError(f"config.model.input_mode must be one of {INPUT_MODES}, got "
+                     f"{model_config.get('input_mode')!r}")
+  if model_config.get("pixel_stats", "centered") not in PIXEL_STATS:
+    raise ValueError(f"config.model.pixel_stats must be one of {sorted(PIXEL_STATS)}, "
+                     f"got {model_config.get('pixel_stats')!r}")
+  rate = model_config.get("dropout_rate", 0.0)
+  if not 0.0 <= float(rate) < 1.0:
+    raise ValueError(f"config.model.dropout_rate must be in [0, 1), got {rate}")
+
+
+def create_model(model_config: Mapping[str, Any], *,
                  num_classes: int = schema.NUM_CLASSES, dtype: Any = jnp.float32) -> MERModel:
-  """Builds a `MERModel` from `config.model`.
+  """Builds a `MERModel` from `config.model` (a ConfigDict or any mapping).
 
   `model_config` fields: `encoder`, `encoder_kwargs`, `spatial_pool`,
   `spatial_pool_kwargs`, `temporal_head`, `temporal_head_kwargs`, `input_mode`,
@@ -113,9 +136,7 @@ def create_model(model_config: ml_collections.ConfigDict, *,
     value = model_config.get(field, None)
     return dict(value) if value else {}
 
-  if model_config.get("pixel_stats", "centered") not in PIXEL_STATS:
-    raise ValueError(f"config.model.pixel_stats must be one of {sorted(PIXEL_STATS)}, "
-                     f"got {model_config.pixel_stats!r}")
+  check_model_config(model_config)
   mean, std = PIXEL_STATS[model_config.get("pixel_stats", "centered")]
   magnifier = None
   magnify_config = model_config.get("magnify", None)
@@ -123,7 +144,7 @@ def create_model(model_config: ml_collections.ConfigDict, *,
     from mer_jax import magnify  # Lazy: only configs that magnify need it.
     magnifier = magnify.EulerianMagnification(**dict(magnify_config), name="magnifier")
   return MERModel(
-      encoder=registry.build_part("encoder", model_config.encoder, kwargs("encoder_kwargs"),
+      encoder=registry.build_part("encoder", model_config["encoder"], kwargs("encoder_kwargs"),
                                   dtype=dtype),
       spatial_pool=registry.build_part("spatial_pool", model_config.get("spatial_pool", "mean"),
                                        kwargs("spatial_pool_kwargs"), dtype=dtype),

@@ -5,22 +5,9 @@ from __future__ import annotations
 import flax.linen as nn
 import jax.numpy as jnp
 
-from mer_jax.models.registry import register_spatial_pool, register_temporal_head
+from mer_jax.models.sequence import masked_mean
 
 
-def masked_mean(x: jnp.ndarray, mask: jnp.ndarray) -> jnp.ndarray:
-  """Mean of `x` `(B, N, D)` over the valid steps of `mask` `(B, N)` -> `(B, D)`.
-
-  Padded steps get zero weight, so their values never reach the output. A clip
-  with no valid step returns zeros rather than NaN.
-  """
-  weights = mask.astype(x.dtype)[..., None]
-  total = jnp.sum(x * weights, axis=1)
-  count = jnp.maximum(jnp.sum(weights, axis=1), 1.0)
-  return total / count
-
-
-@register_spatial_pool("mean")
 class SpatialMeanPool(nn.Module):
   """Global average over the feature map: `(B*N, h, w, C) -> (B*N, C)`."""
 
@@ -30,7 +17,6 @@ class SpatialMeanPool(nn.Module):
     return jnp.mean(x, axis=(1, 2))
 
 
-@register_temporal_head("mean")
 class TemporalMeanPool(nn.Module):
   """Order-free baseline: masked mean over frames, `(B, N, D) -> (B, D)`."""
 
@@ -40,7 +26,6 @@ class TemporalMeanPool(nn.Module):
     return masked_mean(x, mask)
 
 
-@register_temporal_head("frames")
 class PerFrame(nn.Module):
   """Frame-level training (seed paper Section 3.1): no temporal model at all.
 
@@ -56,7 +41,6 @@ class PerFrame(nn.Module):
     return x
 
 
-@register_spatial_pool("flatten")
 class SpatialFlatten(nn.Module):
   """Keeps the spatial layout: `(B*N, h, w, C) -> (B*N, h*w*C)`.
 
@@ -70,7 +54,6 @@ class SpatialFlatten(nn.Module):
     return x.reshape((x.shape[0], -1))
 
 
-@register_spatial_pool("grid")
 class SpatialGridPool(nn.Module):
   """Averages the feature map over a coarse `grid_size` x `grid_size` grid.
 
@@ -99,7 +82,6 @@ class SpatialGridPool(nn.Module):
     return jnp.concatenate(cells, axis=-1)
 
 
-@register_spatial_pool("max")
 class SpatialMaxPool(nn.Module):
   """Global max over the feature map: `(B*N, h, w, C) -> (B*N, C)`.
 

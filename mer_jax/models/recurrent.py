@@ -19,8 +19,7 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
-from mer_jax.models.attention import OUTPUTS, TemporalPool, check_sequence, last_valid, zero_padded
-from mer_jax.models.registry import register_temporal_head
+from mer_jax.models.sequence import OUTPUTS, TemporalPool, check_sequence, last_valid, zero_padded
 
 CELLS = {"lstm": nn.OptimizedLSTMCell, "gru": nn.GRUCell}
 
@@ -33,7 +32,6 @@ def make_cell(cell: str, hidden_size: int, dtype: Any = jnp.float32,
   return CELLS[cell](features=hidden_size, dtype=dtype, name=name)
 
 
-@register_temporal_head("rnn")
 class RecurrentHead(nn.Module):
   """Stacked (bi)directional LSTM/GRU over frames: `(B, N, D) -> (B, D_out)`.
 
@@ -129,26 +127,22 @@ class RecurrentHead(nn.Module):
     return clip.astype(self.dtype)
 
 
-@register_temporal_head("lstm")
 class LSTMHead(RecurrentHead):
   """`RecurrentHead` with an LSTM cell (uni-directional by default)."""
   cell: str = "lstm"
 
 
-@register_temporal_head("gru")
 class GRUHead(RecurrentHead):
   """`RecurrentHead` with a GRU cell (uni-directional by default)."""
   cell: str = "gru"
 
 
-@register_temporal_head("bilstm")
 class BiLSTMHead(RecurrentHead):
   """`RecurrentHead` with a bidirectional LSTM."""
   cell: str = "lstm"
   bidirectional: bool = True
 
 
-@register_temporal_head("bigru")
 class BiGRUHead(RecurrentHead):
   """`RecurrentHead` with a bidirectional GRU."""
   cell: str = "gru"

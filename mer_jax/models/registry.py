@@ -1,11 +1,11 @@
-"""Registries of model parts, found by name from a config.
+"""Model parts by name: the one table that maps config names to Flax classes.
 
 A clip classifier (`mer_jax.models.mer_model.MERModel`) is composed of parts:
 
   magnifier (optional) -> per-frame encoder -> spatial pool -> temporal head -> classifier
 
-Each part kind has a registry. A part is a Flax Linen module class registered
-with a decorator; the config names it and passes its keyword arguments:
+The config names each part and passes its keyword arguments (the Flax fields
+of the part's class; a field left out keeps the default written on the class):
 
     config.model.encoder = "small_cnn"
     config.model.encoder_kwargs = {"widths": (32, 64, 128)}
@@ -21,42 +21,115 @@ Part contracts (shapes; B = batch, N = frames per clip):
                  class attribute (frame-level training, seed paper Section 3.1);
                  `__call__(x, mask, *, train: bool)`. Padded frames (mask False)
                  must not change the output.
+
+Part modules import nothing from each other except the masked-sequence leaf
+(`mer_jax.models.sequence`); this module imports them all and is the only
+place names are bound. Another project adds its own part with `register`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Mapping, Optional
+from typing import Any, Mapping, Optional
 
-ENCODERS: dict[str, type] = {}
-SPATIAL_POOLS: dict[str, type] = {}
-TEMPORAL_HEADS: dict[str, type] = {}
+from mer_jax.models import attention
+from mer_jax.models import pooling
+from mer_jax.models import recurrent
+from mer_jax.models import resnet
+from mer_jax.models import small_cnn
+from mer_jax.models import tcn
 
-_KINDS = {"encoder": ENCODERS, "spatial_pool": SPATIAL_POOLS, "temporal_head": TEMPORAL_HEADS}
+ENCODERS: dict[str, type] = {
+    "small_cnn": small_cnn.SmallCNN,
+    "resnet": resnet.ResNet,
+    "resnet18": resnet.ResNet18,
+    "resnet34": resnet.ResNet34,
+    "resnet50": resnet.ResNet50,
+}
+SPATIAL_POOLS: dict[str, type] = {
+    "mean": pooling.SpatialMeanPool,
+    "max": pooling.SpatialMaxPool,
+    "grid": pooling.SpatialGridPool,
+    "flatten": pooling.SpatialFlatten,
+    "attention": attention.SpatialAttentionPool,
+}
+TEMPORAL_HEADS: dict[str, type] = {
+    "mean": pooling.TemporalMeanPool,
+    "frames": pooling.PerFrame,
+    "temporal_softmax": attention.TemporalSoftmaxHead,
+    "rnn": recurrent.RecurrentHead,
+    "lstm": recurrent.LSTMHead,
+    "gru": recurrent.GRUHead,
+    "bilstm": recurrent.BiLSTMHead,
+    "bigru": recurrent.BiGRUHead,
+    "tcn": tcn.TCNHead,
+    "ed_tcn": tcn.EDTCNHead,
+}
+
+KINDS: dict[str, dict[str, type]] = {
+    "encoder": ENCODERS, "spatial_pool": SPATIAL_POOLS, "temporal_head": TEMPORAL_HEADS}
+
+# Fields a config never sets: Flax bookkeeping, and the compute dtype, which the
+# trainer passes (config.half_precision).
+_NOT_CONFIGURABLE = frozenset({"parent", "name", "dtype"})
 
 
-def _register(kind: str) -> Callable[[str], Callable[[type], type]]:
-  registry = _KINDS[kind]
-
-  def register(name: str) -> Callable[[type], type]:
-    def decorator(cls: type) -> type:
-      if name in registry and registry[name] is not cls:
-        raise ValueError(f"{kind} {name!r} is already registered as {registry[name]!r}")
-      registry[name] = cls
-      return cls
-    return decorator
-  return register
+def register(kind: str, name: str, cls: type) -> type:
+  """Adds a part class under `name` (for parts defined outside mer_jax); returns `cls`."""
+  registry = _registry(kind)
+  if name in registry and registry[name] is not cls:
+    raise ValueError(f"{kind} {name!r} is already registered as {registry[name]!r}")
+  registry[name] = cls
+  return cls
 
 
-register_encoder = _register("encoder")
-register_spatial_pool = _register("spatial_pool")
-register_temporal_head = _register("temporal_head")
+def _registry(kind: str) -> dict[str, type]:
+  if kind not in KINDS:
+    raise ValueError(f"unknown part kind {kind!r}; expected one of {sorted(KINDS)}")
+  return KINDS[kind]
 
 
-def _ensure_builtin_parts_imported() -> None:
-  # Importing the part modules registers them. Done lazily so that importing
-  # the registry alone stays cheap and free of import cycles.
-  from mer_jax.models import parts  # noqa: F401
+def part_class(kind: str, name: str) -> type:
+  """The class registered as `name` for `kind`; a ValueError lists the registered names."""
+  registry = _registry(kind)
+  if name not in registry:
+    raise ValueError(
+        f"unknown {kind} {name!r} (config.model.{kind}); registered: {sorted(registry)}")
+  return registry[name]
+
+
+def part_defaults(kind: str, name: str) -> dict[str, Any]:
+  """Every configurable field of part `name` with the default written on its class.
+
+  Configs start a part's kwargs from this, so each default is written once (on
+  the Flax field) and every field can still be set from the command line
+  (`--config.model.temporal_head_kwargs.hidden_size=64`) under a locked config.
+  """
+  result = {}
+  for field in dataclasses.fields(part_class(kind, name)):
+    if field.name in _NOT_CONFIGURABLE or not field.init:
+      continue
+    if field.default is not dataclasses.MISSING:
+      result[field.name] = field.default
+    elif field.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
+      result[field.name] = field.default_factory()  # type: ignore[misc]
+  return result
+
+
+def check_part_kwargs(kind: str, name: str, kwargs: Optional[Mapping[str, Any]]) -> None:
+  """Raises a ValueError naming `config.model.<kind>_kwargs` keys that part `name` lacks."""
+  fields = {f.name for f in dataclasses.fields(part_class(kind, name))}
+  unknown = sorted(set(kwargs or {}) - fields)
+  if unknown:
+    allowed = sorted(fields - {"parent", "name"})
+    raise ValueError(
+        f"config.model.{kind}_kwargs: {kind} {name!r} has no argument(s) {unknown}; it "
+        f"accepts {allowed}. To switch a part, name it in the config argument (for example "
+        f"--config=configs/default.py:{_ARG_NAMES[kind]}={name}), which resets its arguments to "
+        "the part's own defaults.")
+
+
+_ARG_NAMES = {"encoder": "encoder", "spatial_pool": "pool", "temporal_head": "head"}
 
 
 def build_part(kind: str, name: str, kwargs: Optional[Mapping[str, Any]] = None,
@@ -67,28 +140,14 @@ def build_part(kind: str, name: str, kwargs: Optional[Mapping[str, Any]] = None,
   field. Unknown names and unknown keyword arguments raise a ValueError that
   lists what is available.
   """
-  _ensure_builtin_parts_imported()
-  if kind not in _KINDS:
-    raise ValueError(f"unknown part kind {kind!r}; expected one of {sorted(_KINDS)}")
-  registry = _KINDS[kind]
-  if name not in registry:
-    raise ValueError(
-        f"unknown {kind} {name!r} (config.model.{kind}); registered: {sorted(registry)}")
-  cls = registry[name]
+  cls = part_class(kind, name)
+  check_part_kwargs(kind, name, kwargs)
   kwargs = dict(kwargs or {})
-  field_names = {f.name for f in dataclasses.fields(cls)}
-  unknown = sorted(set(kwargs) - field_names)
-  if unknown:
-    allowed = sorted(field_names - {"parent", "name"})
-    raise ValueError(
-        f"config.model.{kind}_kwargs: {kind} {name!r} has no argument(s) {unknown}; "
-        f"it accepts {allowed}")
-  if dtype is not None and "dtype" in field_names and "dtype" not in kwargs:
-    kwargs["dtype"] = dtype
+  if dtype is not None and "dtype" in {f.name for f in dataclasses.fields(cls)}:
+    kwargs.setdefault("dtype", dtype)
   return cls(**kwargs)
 
 
 def available() -> dict[str, list[str]]:
   """Names registered for each part kind (for error messages and docs)."""
-  _ensure_builtin_parts_imported()
-  return {kind: sorted(reg) for kind, reg in _KINDS.items()}
+  return {kind: sorted(registry) for kind, registry in KINDS.items()}

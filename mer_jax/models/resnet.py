@@ -30,7 +30,6 @@ from typing import Any, Optional, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
-from mer_jax.models.registry import register_encoder
 
 # Stage sizes by depth (He et al. 2016, Table 1).
 STAGE_SIZES: dict[int, tuple[int, ...]] = {
@@ -175,7 +174,6 @@ class Bottleneck(nn.Module):
 _BLOCKS = {"basic": BasicBlock, "bottleneck": Bottleneck}
 
 
-@register_encoder("resnet")
 class ResNet(nn.Module):
   """Caffe-style ResNet encoder `(B*N, H, W, 3) -> (B*N, h, w, C)` or classifier.
 
@@ -317,19 +315,16 @@ class ResNet(nn.Module):
     return logits.astype(jnp.float32)
 
 
-@register_encoder("resnet18")
 class ResNet18(ResNet):
   """ResNet-18 encoder (basic blocks, stages [2, 2, 2, 2])."""
   depth: int = 18
 
 
-@register_encoder("resnet34")
 class ResNet34(ResNet):
   """ResNet-34 encoder (basic blocks, stages [3, 4, 6, 3])."""
   depth: int = 34
 
 
-@register_encoder("resnet50")
 class ResNet50(ResNet):
   """ResNet-50 encoder (Caffe-style bottlenecks, stages [3, 4, 6, 3]): VGGFace2's."""
   depth: int = 50

@@ -12,10 +12,7 @@ from typing import Any, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
-from mer_jax.models.registry import register_encoder
 
-
-@register_encoder("small_cnn")
 class SmallCNN(nn.Module):
   """Conv-BN-ReLU stages, each halving the resolution.
 

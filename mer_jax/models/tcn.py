@@ -25,8 +25,7 @@ from typing import Any, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
-from mer_jax.models.attention import OUTPUTS, TemporalPool, check_sequence, zero_padded
-from mer_jax.models.registry import register_temporal_head
+from mer_jax.models.sequence import OUTPUTS, TemporalPool, check_sequence, zero_padded
 
 
 def tcn_receptive_field(kernel_size: int, num_levels: int, convs_per_level: int = 2) -> int:
@@ -117,7 +116,6 @@ class TemporalConvNet(nn.Module):
     return zero_padded(y, mask)
 
 
-@register_temporal_head("tcn")
 class TCNHead(nn.Module):
   """Dilated residual TCN over frames, pooled: `(B, N, D) -> (B, channels[-1])`.
 
@@ -218,7 +216,6 @@ class EncoderDecoderTCN(nn.Module):
     return zero_padded(y[:, :num_frames], mask)
 
 
-@register_temporal_head("ed_tcn")
 class EDTCNHead(nn.Module):
   """Encoder-decoder TCN over frames, pooled: `(B, N, D) -> (B, channels[0])`.
 
