@@ -86,7 +86,7 @@ def run(model: str, shape: train_bench.Shape, devices: Sequence[jax.Device], *,
     builder = input_pipeline.get_builder(dataset_config)
     start = time.perf_counter()
     was_built = builder.is_prepared()
-    input_pipeline.prepare_builder(builder, dataset_config)
+    builder = input_pipeline.prepare_builder(builder, dataset_config)
     build_s = time.perf_counter() - start
     index = input_pipeline.read_clip_index(builder, "train")
     config = train_bench.make_config(model, shape, half_precision=False)

@@ -42,6 +42,7 @@ def _write(directory, name, text):
   return path
 
 
+@pytest.mark.slow
 def test_runner_writes_table_resumes_and_refuses_other_config(data_dir, tmp_path):
   mean_path = _write(tmp_path, "tiny_mean.py", TINY_MEAN)
   head_path = _write(tmp_path, "tiny_head.py", TINY_HEAD)
@@ -193,3 +194,23 @@ def test_switching_a_part_by_override_alone_is_named_before_data():
   config.model.spatial_pool = "mean"  # grid_size stays: the error says how to switch.
   with pytest.raises(ValueError, match=r"grid_size.*configs/default.py:pool=mean"):
     config_checks.validate_config(config)
+
+
+def test_seeds_aggregate_to_mean_and_standard_deviation():
+  def row(seed, uf1, smic):
+    return {"name": "m", "seed": seed, "uf1": uf1, "uar": uf1, "accuracy": uf1,
+            "per_dataset": {"smic": {"uf1": smic, "uar": smic}, "samm": {"uf1": 0.5, "uar": 0.5}},
+            "wall_seconds": 10.0, "workdir": f"/out/m/seed{seed}", "reused": False}
+  merged = ablation.aggregate_seeds([row(0, 0.6, 0.4), row(1, 0.8, 0.6), row(2, 0.7, 0.5)])
+  assert merged["uf1"] == pytest.approx(0.7) and merged["uf1_std"] == pytest.approx(0.1)
+  assert merged["per_dataset"]["smic"]["uf1"] == pytest.approx(0.5)
+  assert merged["per_dataset"]["smic"]["uf1_std"] == pytest.approx(0.1)
+  assert merged["per_dataset"]["samm"]["uf1_std"] == 0.0
+  assert merged["seeds"] == [0, 1, 2] and merged["wall_seconds"] == 30.0
+  assert merged["workdir"] == "/out/m" and len(merged["per_seed"]) == 3
+  merged.update({"spatial_pool": "grid", "temporal_head": "mean", "magnify": False,
+                 "num_params": 10, "seconds_per_step": None, "folds": ["x/s00"],
+                 "delta_uf1": None, "delta_uar": None, "delta_accuracy": None,
+                 "clips_won": None, "clips_lost": None})
+  table = ablation.markdown_report([merged], None, {"seeds": [0, 1, 2]})
+  assert "0.700 ± 0.100" in table and "| samm | smic |" in table

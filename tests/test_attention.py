@@ -128,6 +128,7 @@ def test_bad_arguments_name_the_field(kwargs):
     sequence.TemporalPool(output="max").init(jax.random.key(0), x, mask)
 
 
+@pytest.mark.slow
 def test_attention_parts_plug_into_create_model_under_jit_and_train():
   config = ml_collections.ConfigDict(dict(
       encoder="small_cnn", encoder_kwargs=dict(widths=(8,)),

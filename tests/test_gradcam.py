@@ -46,6 +46,7 @@ def _stripes_task(rng, n):
   return frames, masks[:, None], labels
 
 
+@pytest.mark.slow
 def test_training_moves_heat_map_energy_into_the_pattern_mask(tmp_path):
   config = ml_collections.ConfigDict({
       "encoder": "resnet", "temporal_head": "frames",

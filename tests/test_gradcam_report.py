@@ -12,7 +12,8 @@ from mer_jax import gradcam_report
 
 FOLD = "synthetic_me__s00"
 # One xdist worker runs every test that shares the `policy_run` trainings (--dist loadgroup).
-pytestmark = pytest.mark.xdist_group("policy_runs")
+# Trains tiny models end to end: the slow lane.
+pytestmark = [pytest.mark.xdist_group("policy_runs"), pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")

@@ -21,6 +21,7 @@ def auto_config(data_dir):
   return config
 
 
+@pytest.mark.slow
 def test_selection_scores_candidates_on_training_subjects_only(data_dir, tmp_path):
   config = auto_config(data_dir)
   builder = input_pipeline.get_builder(config.dataset)
@@ -51,6 +52,7 @@ def test_selection_scores_candidates_on_training_subjects_only(data_dir, tmp_pat
   assert by_file.scores != selection.scores
 
 
+@pytest.mark.slow
 def test_config_for_fold_records_and_reuses_the_choice(data_dir, tmp_path):
   config = auto_config(data_dir)
   builder = input_pipeline.get_builder(config.dataset)

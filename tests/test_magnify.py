@@ -135,6 +135,7 @@ def test_batch_independence_and_chunking(method):
 
 
 # Check 7: agreement with the independent NumPy/OpenCV implementation.
+@pytest.mark.slow
 @pytest.mark.parametrize("method, temporal_filter, reference_compat", [
     (method, tf, compat) for method, tf in VARIANTS for compat in (False, True)
     if not (compat and tf == "iir")])  # reference_compat does not change "iir"
@@ -167,6 +168,7 @@ def test_butterworth_coefficients_match_scipy(reference_compat):
 
 
 # jit / vmap / grad.
+@pytest.mark.slow
 def test_jit_vmap_match_eager():
   clips = _random_frames((3, T, H, W, 3), seed=11)
   fn = lambda x: magnify.eulerian_magnify(x, **BAND, alpha=5.0, method="laplacian",
@@ -175,6 +177,7 @@ def test_jit_vmap_match_eager():
   np.testing.assert_allclose(jax.jit(jax.vmap(fn))(clips), batched, atol=1e-6)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method, temporal_filter", [("gaussian", "ideal"),
                                                      ("laplacian", "butterworth")])
 def test_gradients_match_finite_differences(method, temporal_filter):
@@ -281,6 +284,7 @@ def test_cli_image_folder_matches_function(tmp_path, capsys):
   np.testing.assert_array_equal(pair[:, W:], written[0])
 
 
+@pytest.mark.slow
 def test_cli_video_file(tmp_path, capsys):
   source = str(tmp_path / "in.avi")
   writer = cv2.VideoWriter(source, cv2.VideoWriter_fourcc(*"MJPG"), FPS, (W * 2, H * 2))

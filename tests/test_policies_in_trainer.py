@@ -19,7 +19,8 @@ from mer_jax.models import create_model
 
 FOLD = "synthetic_me__s00"
 # One xdist worker runs every test that shares the `policy_run` trainings (--dist loadgroup).
-pytestmark = pytest.mark.xdist_group("policy_runs")
+# Trains tiny models end to end: the slow lane.
+pytestmark = [pytest.mark.xdist_group("policy_runs"), pytest.mark.slow]
 
 
 def initial_and_trained(config, workdir):

@@ -114,6 +114,7 @@ def test_attention_output_weights_are_a_distribution_over_valid_frames():
   assert bool(jnp.all(jnp.where(mask, weights, 1.0) > 0))
 
 
+@pytest.mark.slow
 def test_bfloat16_compute_stays_close_to_float32():
   x, mask = _inputs(seed=8)
   head = recurrent.RecurrentHead(cell="gru", hidden_size=HIDDEN, bidirectional=True,
@@ -159,6 +160,7 @@ def test_bad_config_names_the_field(field, value):
     # "lstm", "gru", "bigru" and "rnn" are the same module with other defaults.
     ("bilstm", dict(hidden_size=HIDDEN, dropout_rate=0.1, output="attention"), 2 * HIDDEN),
 ])
+@pytest.mark.slow
 def test_plugs_into_create_model_under_jit_and_trains(name, kwargs, width):
   model = model_checks.check_head_trains_in_mer_model(name, kwargs, num_frames=4, valid_first=3,
                                                       classifier_inputs=width)

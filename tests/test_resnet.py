@@ -25,6 +25,7 @@ def _init(model, shape=(2, 64, 64, 3), seed=0):
   return x, jax.jit(model.init)(_key(1), x)
 
 
+@pytest.mark.slow
 def test_registered_encoder_obeys_contract():
   encoder = registry.build_part("encoder", "resnet", {"depth": 18, "base_width": 8})
   assert isinstance(encoder, resnet.ResNet)
@@ -87,6 +88,7 @@ def test_truncate_after_drops_later_layers():
     jax.eval_shape(lambda im: resnet.ResNet(depth=18, truncate_after="layer9").init(_key(0), im), x)
 
 
+@pytest.mark.slow
 def test_frozen_batch_stats_are_used_and_kept_in_training():
   x = jnp.asarray(np.random.RandomState(3).randn(4, 32, 32, 3).astype(np.float32)) * 2.0 + 1.0
   free = resnet.ResNet(**TINY)
@@ -109,6 +111,7 @@ def test_frozen_batch_stats_are_used_and_kept_in_training():
     assert same == (name in ("bn1", "layer1_0")), name
 
 
+@pytest.mark.slow
 def test_bfloat16_compute_keeps_float32_params():
   model = resnet.ResNet(**TINY, dtype=jnp.bfloat16, num_classes=5)
   x, variables = _init(model, (2, 32, 32, 3))
@@ -159,6 +162,7 @@ def _parity(block, stage_sizes, num_classes, image_hw, tmp_path):
   np.testing.assert_allclose(logits, torch_logits, atol=1e-4, rtol=1e-4)
 
 
+@pytest.mark.slow
 def test_resnet50_vggface2_parity_with_pytorch(tmp_path):
   # Full ResNet-50 with the 8631-identity fc; a 64x64 input keeps it quick on CPU
   # and still exercises the ceil-mode pool (32x32 -> 16x16).

@@ -83,6 +83,7 @@ def test_padded_frames_change_nothing(head, width):
                                           sequence), 0.0)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("num_frames", [1, 9])
 def test_ed_tcn_clip_alone_equals_clip_in_padded_batch(num_frames):
   """N not divisible by 2**levels is padded inside; the padding amount never matters."""
@@ -136,6 +137,7 @@ def test_bad_config_names_the_field(name, kwargs):
     ("tcn", dict(channels=(8, 8), kernel_size=3, dropout_rate=0.1), 8),
     ("ed_tcn", dict(channels=(6, 8), kernel_size=3, output="attention"), 6),
 ])
+@pytest.mark.slow
 def test_plugs_into_create_model_under_jit_and_trains(name, kwargs, width):
   model_checks.check_head_trains_in_mer_model(name, kwargs, num_frames=5, valid_first=3,
                                               classifier_inputs=width)

@@ -40,6 +40,7 @@ def test_loso_folds_partition_subjects(data_dir):
     assert len(fold.validation_subjects) == 1
 
 
+@pytest.mark.slow
 def test_no_test_subject_sample_reaches_training(data_dir):
   config = _config(data_dir)
   builder = input_pipeline.get_builder(config.dataset)
@@ -92,6 +93,7 @@ def test_sampling_rules_pad_and_repeat():
   assert idx.numpy().tolist() == [15, 16, 17, 18, 19]  # Window shifted inside the clip.
 
 
+@pytest.mark.slow
 def test_end_to_end_on_eight_devices(data_dir, tmp_path):
   import jax  # pylint: disable=import-outside-toplevel
   assert jax.device_count() == 8
@@ -124,6 +126,7 @@ def _logged_scalars(workdir, tag):
   return values
 
 
+@pytest.mark.slow
 def test_validation_selection_restores_the_best_checkpoint(data_dir, tmp_path):
   import jax  # pylint: disable=import-outside-toplevel
   import numpy as np  # pylint: disable=import-outside-toplevel
@@ -307,6 +310,7 @@ def test_unknown_config_field_on_the_command_line(data_dir, tmp_path):
   assert "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
 def test_nan_loss_stops_the_fold_and_keeps_the_last_good_checkpoint(data_dir, tmp_path):
   config = _config(data_dir, **{"folds": ("s00",), "num_train_steps": 12,
                                 "checkpoint_every_steps": 3, "log_every_steps": 1,

@@ -2,11 +2,15 @@
 
 import math
 
+import pytest
+
 import fake_trees
 from configs import default as default_config
 from data_builders import build
 from mer_jax import input_pipeline
 from mer_jax import train
+
+pytestmark = pytest.mark.slow  # Builds and trains on a fake tree end to end.
 
 
 def test_build_command_and_one_epoch_on_fake_casme2(tmp_path, capsys):

@@ -44,6 +44,7 @@ def test_eight_devices_are_simulated():
   assert jax.device_count() == 8
 
 
+@pytest.mark.slow
 def test_pmap_and_shard_map_agree():
   config = default_config.get_config("tiny")
   state_pmap, losses_pmap = _run("pmap", config)

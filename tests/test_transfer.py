@@ -64,6 +64,7 @@ def _changed(before, after):
     ("II", "layer3", ORDER[:6]),
     ("III", "layer2_1", ORDER[:5]),
 ])
+@pytest.mark.slow
 def test_policy_freezes_exactly_the_layers_before_ls(policy, specific_layer, frozen):
   model = _model(**transfer.encoder_kwargs_for_policy(policy, specific_layer))
   initial, params, batch_stats = _train(model, policy, specific_layer)
