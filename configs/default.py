@@ -7,6 +7,10 @@ r"""The default run and its variants: LOSO on the synthetic benchmark, switched 
 
 Arguments (comma-separated, big_vision style):
   tier      synthetic_me builder config: default | low_amplitude | dev | tiny
+  input     frames (clips of N frames) | flow (onset->apex optical flow and strain maps,
+            mer_jax.motion_input; encoder and pool then come from the motion model)
+  model     with input=flow: ststnet | off_apexnet | flow_linear | flow_resnet |
+            off_apexnet_linear (the default, chosen on synthetic_me/dev)
   encoder   encoder part (mer_jax.models.registry), e.g. small_cnn, resnet18
   pool      spatial pool: grid | mean | max | flatten | attention
   head      temporal head: mean | frames | lstm | gru | bilstm | bigru | tcn | ed_tcn |
@@ -47,6 +51,24 @@ PART_SETTINGS = {
     },
 }
 TIERS = ("default", "low_amplitude", "dev", "tiny")
+INPUTS = ("frames", "flow")
+# input=flow,model=<name>: the motion models of docs/motion_models.md (parts and head together).
+FLOW_MODELS = {
+    "ststnet": dict(encoder="ststnet", pool="flatten", pool_kwargs={}, classifier_hidden=()),
+    "off_apexnet": dict(encoder="off_apexnet", pool="flatten", pool_kwargs={},
+                        classifier_hidden=(1024, 1024)),
+    "flow_linear": dict(encoder="identity", pool="grid", pool_kwargs={"grid_size": 7},
+                        classifier_hidden=()),
+    "flow_resnet": dict(encoder="flow_resnet", pool="grid", pool_kwargs={"grid_size": 4},
+                        classifier_hidden=()),
+    # The demo: OFF-ApexNet's two streams with a single Dense classifier, on onset->apex
+    # and apex->offset flow (CausalNet's pair; 6 channels). Chosen on synthetic_me/dev (16
+    # folds, seed 0, 300 steps): UF1 0.979; onset->apex only 0.964 (600 steps: 0.964),
+    # flow_resnet 0.958, ststnet 0.953. Never chosen on synthetic_me/default's folds.
+    "off_apexnet_linear": dict(encoder="off_apexnet", pool="flatten", pool_kwargs={},
+                               classifier_hidden=(), apex_offset=True),
+}
+DEFAULT_FLOW_MODEL = "off_apexnet_linear"
 
 
 def part_kwargs(kind: str, name: str, **overrides) -> ml_collections.ConfigDict:
@@ -78,11 +100,20 @@ def magnify_config(num_frames: int) -> ml_collections.ConfigDict:
 
 def get_config(arg=None) -> ml_collections.ConfigDict:
   """The run described in the module docstring, for config argument `arg`."""
-  arg = config_args.parse_arg(arg, tier="", encoder="small_cnn", pool="grid", head="mean",
-                              magnify=False, tiny=False)
+  arg = config_args.parse_arg(arg, tier="", input="frames", model="", encoder="", pool="",
+                              head="mean", magnify=False, tiny=False)
   tier = arg.tier or ("tiny" if arg.tiny else "default")
   if tier not in TIERS:
     raise ValueError(f"config argument tier={tier!r} must be one of {TIERS}")
+  if arg.input not in INPUTS:
+    raise ValueError(f"config argument input={arg.input!r} must be one of {INPUTS}")
+  flow = arg.input == "flow"
+  if arg.model and (not flow or arg.model not in FLOW_MODELS):
+    raise ValueError(f"config argument model={arg.model!r} names a motion model of "
+                     f"{sorted(FLOW_MODELS)} and needs input=flow")
+  flow_model = FLOW_MODELS[arg.model or DEFAULT_FLOW_MODEL] if flow else {}
+  encoder = arg.encoder or flow_model.get("encoder", "small_cnn")
+  pool = arg.pool or flow_model.get("pool", "grid")
   config = ml_collections.ConfigDict()
 
   # Which records to read (any builder emitting mer_jax.schema).
@@ -107,17 +138,36 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
   config.input.random_crop = False
   config.input.flip = True
   config.input.shuffle_buffer = 1024
+  # "frames" (clips of N frames) or "flow" (onset->apex optical flow + strain maps,
+  # mer_jax.motion_input; the model then needs input_mode="flow").
+  config.input.representation = "frames"
+
+  # Optical flow (used when config.input.representation == "flow"): TV-L1 on the device
+  # (mer_jax.flow), computed once per dataset version and setting, cached, reused.
+  config.flow = ml_collections.ConfigDict()
+  config.flow.size = 112                # Frames resized (short side) and cropped to this first.
+  config.flow.strain = "softnet"        # Strain variant (mer_jax.flow.strain.STRAIN_VARIANTS).
+  config.flow.apex_offset = False       # Also apex->offset flow (CausalNet): 6 channels.
+  config.flow.normalize = "minmax"      # Per-sample min-max (the field's way) or "fixed".
+  config.flow.tvl1 = ml_collections.ConfigDict()  # TV-L1 parameters; empty: OpenCV's defaults.
+  config.flow.cache_dir = ml_collections.config_dict.placeholder(str)  # None: beside data_dir.
+  config.flow.build_if_missing = True
+  config.flow.batch_size = 16           # Clips per TV-L1 device call.
 
   # The model: parts from mer_jax.models.registry, each with its arguments.
   config.model = ml_collections.ConfigDict()
-  set_part(config, "encoder", arg.encoder)
-  set_part(config, "spatial_pool", arg.pool)
+  set_part(config, "encoder", encoder)
+  set_part(config, "spatial_pool", pool,
+           **(flow_model.get("pool_kwargs", {}) if pool == flow_model.get("pool") else {}))
   set_part(config, "temporal_head", arg.head)
   # Difference images (frame minus the clip's first frame) carry the ~1 px motion; without
   # the RGB appearance the model cannot memorise subjects' faces.
   config.model.input_mode = "diff"
   config.model.pixel_stats = "centered"
   config.model.dropout_rate = 0.3
+  # Hidden Dense widths before the classifier: () one Dense; two widths the seed paper's
+  # {fc1, fc2, fc3} (Section 3.1); (1024, 1024) OFF-ApexNet's head.
+  config.model.classifier_hidden = ()
   config.model.magnify = ml_collections.config_dict.placeholder(ml_collections.ConfigDict)
 
   # Optional transfer learning (seed paper Figure 2 policies; mer_jax.transfer).
@@ -163,11 +213,21 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
 
   if arg.magnify:
     config.model.magnify = magnify_config(config.input.num_frames)
+  if flow:
+    # Onset->apex flow (u, v, strain) at 28 x 28, as STSTNet and HTNet feed it.
+    config.input.representation = "flow"
+    config.model.input_mode = "flow"
+    config.input.image_size = 28
+    config.model.classifier_hidden = tuple(flow_model.get("classifier_hidden", ()))
+    config.flow.apex_offset = flow_model.get("apex_offset", False)
+    # One checkpoint per fold: a motion model's fold trains in seconds, saves dominate.
+    config.checkpoint_every_steps = config.num_train_steps
   if arg.tiny:
     # The small local variant (big_vision's "runlocal"): seconds per fold; the tests use it.
-    config.input.num_frames = 6
-    config.input.image_size = 32
-    if arg.encoder == "small_cnn":
+    if not flow:
+      config.input.num_frames = 6
+      config.input.image_size = 32
+    if encoder == "small_cnn":
       config.model.encoder_kwargs.widths = (8, 16)
     config.batch_size = 8
     config.eval_batch_size = 8

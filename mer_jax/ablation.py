@@ -208,11 +208,12 @@ def _read_json(path: str) -> Optional[dict]:
   return workdir_lib.read_json(path) if os.path.exists(path) else None
 
 
-def run_config(spec: ConfigSpec, config: ml_collections.ConfigDict, out_dir: str) -> dict:
-  """Trains (or reuses) one config in `out_dir/<spec.name>` and returns its table row."""
+def run_config(spec: ConfigSpec, config: ml_collections.ConfigDict, out_dir: str,
+               run_name: Optional[str] = None) -> dict:
+  """Trains (or reuses) one config in `out_dir/<run_name or spec.name>`; returns its table row."""
   from mer_jax import train  # pylint: disable=import-outside-toplevel
 
-  workdir = os.path.join(out_dir, spec.name)
+  workdir = os.path.join(out_dir, run_name or spec.name)
   run_dir = workdir_lib.Workdir(workdir)
   differences = run_dir.differences(workdir_lib.config_identity(config))
   if differences:
@@ -250,11 +251,45 @@ def run_config(spec: ConfigSpec, config: ml_collections.ConfigDict, out_dir: str
       "uf1": overall["uf1"],
       "uar": overall["uar"],
       "accuracy": overall["accuracy"],
+      "per_dataset": {name: {"uf1": s["uf1"], "uar": s["uar"], "num_samples": s["num_samples"]}
+                      for name, s in results.get("per_dataset", {}).items()},
+      "seed": config.seed,
       "reused": reused,
       "workdir": workdir,
       "_predictions": {(p["dataset"], p["clip_id"]): p["label"] == p["prediction"]
                        for p in results["predictions"]},
   }
+
+
+def aggregate_seeds(rows: Sequence[dict]) -> dict:
+  """One row from the same config's runs under several seeds: means, standard deviations.
+
+  Scores are the means over seeds of each seed's pooled LOSO score; `*_std`
+  the sample standard deviation (0 for one seed); `per_seed` keeps each
+  seed's scores; wall seconds add up. Paired clip counts use the first seed.
+  """
+  first = dict(rows[0])
+  for metric in ("uf1", "uar", "accuracy"):
+    values = [r[metric] for r in rows]
+    first[metric] = statistics.fmean(values)
+    first[f"{metric}_std"] = statistics.stdev(values) if len(values) > 1 else 0.0
+  datasets = sorted({d for r in rows for d in r["per_dataset"]})
+  first["per_dataset"] = {}
+  for name in datasets:
+    entry = {}
+    for metric in ("uf1", "uar"):
+      values = [r["per_dataset"][name][metric] for r in rows if name in r["per_dataset"]]
+      entry[metric] = statistics.fmean(values)
+      entry[f"{metric}_std"] = statistics.stdev(values) if len(values) > 1 else 0.0
+    first["per_dataset"][name] = entry
+  first["seeds"] = [r["seed"] for r in rows]
+  first["per_seed"] = [{k: r[k] for k in ("seed", "uf1", "uar", "accuracy", "per_dataset",
+                                          "wall_seconds", "workdir")} for r in rows]
+  walls = [r["wall_seconds"] for r in rows if r["wall_seconds"] is not None]
+  first["wall_seconds"] = sum(walls) if walls else None
+  first["workdir"] = os.path.dirname(rows[0]["workdir"])
+  first["reused"] = all(r["reused"] for r in rows)
+  return first
 
 
 def default_baseline(rows: Sequence[dict]) -> Optional[str]:
@@ -295,9 +330,16 @@ def _fmt(value: Any, digits: int = 3, signed: bool = False) -> str:
   return str(value)
 
 
+def _with_std(row: Mapping[str, Any], metric: str) -> str:
+  value = _fmt(row[metric])
+  if row.get(f"{metric}_std") is not None and len(row.get("seeds", ())) > 1:
+    value += f" ± {row[f'{metric}_std']:.3f}"
+  return value
+
+
 def markdown_report(rows: Sequence[dict], baseline: Optional[str], protocol: Mapping[str, Any]
                     ) -> str:
-  """The ablation table in Markdown."""
+  """The ablation table in Markdown (mean ± standard deviation over seeds when several ran)."""
   lines = ["# Ablation", ""]
   lines += [f"- {key}: {value}" for key, value in protocol.items()]
   lines += [f"- baseline for the deltas: `{baseline}`" if baseline else
@@ -311,11 +353,25 @@ def markdown_report(rows: Sequence[dict], baseline: Optional[str], protocol: Map
     lines.append(
         f"| `{r['name']}` | {r['spatial_pool']} | {r['temporal_head']} | "
         f"{'on' if r['magnify'] else 'off'} | {r['num_params']:,} | "
-        f"{_fmt(r['seconds_per_step'])} | {_fmt(r['uf1'])} | {_fmt(r['uar'])} | "
-        f"{_fmt(r['accuracy'])} | {_fmt(r['delta_uf1'], signed=True)} | "
+        f"{_fmt(r['seconds_per_step'])} | {_with_std(r, 'uf1')} | {_with_std(r, 'uar')} | "
+        f"{_with_std(r, 'accuracy')} | {_fmt(r['delta_uf1'], signed=True)} | "
         f"{_fmt(r['delta_uar'], signed=True)} | {_fmt(r['delta_accuracy'], signed=True)} | "
         f"{won_lost} | {_fmt(r['wall_seconds'], 0)} | {folds} |")
-  lines += ["", "UF1 / UAR / accuracy: predictions pooled over the folds, scored once. s/step: "
+  datasets = sorted({d for r in rows for d in r.get("per_dataset", {})})
+  if len(datasets) > 1:
+    lines += ["", "Per dataset (pooled over that dataset's folds; UF1 / UAR):", "",
+              "| config | " + " | ".join(datasets) + " |",
+              "|---|" + "---:|" * len(datasets)]
+    for r in rows:
+      cells = []
+      for name in datasets:
+        s = r["per_dataset"].get(name)
+        cells.append("-" if s is None else f"{_with_std(s | {'seeds': r.get('seeds', ())}, 'uf1')}"
+                     f" / {_with_std(s | {'seeds': r.get('seeds', ())}, 'uar')}")
+      lines.append(f"| `{r['name']}` | " + " | ".join(cells) + " |")
+  lines += ["", "UF1 / UAR / accuracy: predictions pooled over the folds, scored once"
+            + ("; mean ± standard deviation over seeds " + str(protocol.get("seeds"))
+               if protocol.get("seeds") else "") + ". s/step: "
             "median over the run's logging intervals of wall seconds per training step. clips "
             "+/-: test clips right here and wrong in the baseline / the reverse. wall s: the "
             "config's last train_and_evaluate call (all its folds unless it resumed).", ""]
@@ -324,7 +380,8 @@ def markdown_report(rows: Sequence[dict], baseline: Optional[str], protocol: Map
 
 def run_ablation(specs: Sequence[ConfigSpec], out_dir: str, *,
                  overrides: Optional[Mapping[str, Any]] = None,
-                 baseline: Optional[str] = None) -> dict:
+                 baseline: Optional[str] = None,
+                 seeds: Optional[Sequence[int]] = None) -> dict:
   """Runs every config and writes `out_dir/ablation.json` and `out_dir/ablation.md`.
 
   Args:
@@ -334,6 +391,9 @@ def run_ablation(specs: Sequence[ConfigSpec], out_dir: str, *,
       (e.g. `{"folds": ("s00", "s01"), "num_train_steps": 100}`).
     baseline: the row name the deltas refer to; None picks the first
       frames-only config (temporal head "mean", no magnification).
+    seeds: run every config once per seed (`config.seed`), each in
+      `out_dir/<name>/seed<k>/`, and report means and standard deviations;
+      None runs each config once with its own seed, in `out_dir/<name>/`.
 
   Returns:
     The dict written to ablation.json: `protocol`, `baseline`, `rows` (one per
@@ -364,7 +424,17 @@ def run_ablation(specs: Sequence[ConfigSpec], out_dir: str, *,
 
   os.makedirs(out_dir, exist_ok=True)
   start = time.time()
-  rows = [run_config(spec, config, out_dir) for spec, config in zip(specs, configs)]
+  if seeds:
+    rows = []
+    for spec, config in zip(specs, configs):
+      seeded = []
+      for seed in seeds:
+        run = ml_collections.ConfigDict(config.to_dict())
+        run.seed = int(seed)
+        seeded.append(run_config(spec, run, os.path.join(out_dir, spec.name), f"seed{seed}"))
+      rows.append(aggregate_seeds(seeded))
+  else:
+    rows = [run_config(spec, config, out_dir) for spec, config in zip(specs, configs)]
   baseline = baseline or default_baseline(rows)
   add_deltas(rows, baseline)
   for row in rows:
@@ -380,6 +450,7 @@ def run_ablation(specs: Sequence[ConfigSpec], out_dir: str, *,
           f"input_mode {first.model.get('input_mode', 'rgb')}, N = {first.input.num_frames} "
           f"frames of {first.input.image_size} px, batch {first.batch_size}, "
           f"{first.optimizer} lr {first.learning_rate}"),
+      "seeds": list(seeds) if seeds else None,
       "wall_seconds_this_invocation": round(time.time() - start, 1),
       "command": " ".join([os.path.basename(sys.argv[0])] + sys.argv[1:]),
   }
@@ -408,6 +479,8 @@ flags.DEFINE_multi_string("set", [], "KEY=VALUE: set a config field in every con
                           "strings). Repeatable.")
 flags.DEFINE_string("baseline", None, "Row name the deltas refer to (default: the first "
                     "frames-only config).")
+flags.DEFINE_list("seeds", None, "Run every config once per seed (e.g. 0,1,2) and report the "
+                  "mean and standard deviation over seeds.")
 flags.mark_flag_as_required("out_dir")
 
 
@@ -437,11 +510,15 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Too many command-line arguments: {argv[1:]}")
   logs.quiet_library_logs()
-  # Keep TensorFlow (input pipeline only) off any accelerator.
-  import tensorflow as tf  # pylint: disable=import-outside-toplevel
-  tf.config.set_visible_devices([], "GPU")
+  try:
+    # Keep TensorFlow (it only reads records) off any accelerator, where it is installed.
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+    tf.config.set_visible_devices([], "GPU")
+  except ImportError:
+    pass
+  seeds = [int(s) for s in FLAGS.seeds] if FLAGS.seeds else None
   report = run_ablation(specs_from_flags(), FLAGS.out_dir, overrides=overrides_from_flags(),
-                        baseline=FLAGS.baseline)
+                        baseline=FLAGS.baseline, seeds=seeds)
   print(markdown_report(report["rows"], report["baseline"], report["protocol"]))
 
 

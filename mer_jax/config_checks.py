@@ -30,6 +30,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from mer_jax import schema
+from mer_jax.motion_input import NORMALIZATIONS, REPRESENTATIONS
 from mer_jax import steps as steps_lib
 from mer_jax import train_state
 from mer_jax import workdir as workdir_lib
@@ -117,6 +118,31 @@ def validate_config(config: ml_collections.ConfigDict, workdir: str | None = Non
           allow_none=True)
   _number("input.temporal_jitter", cfg.temporal_jitter, low=0, integer=True)
   _number("input.shuffle_buffer", cfg.get("shuffle_buffer", 1), low=1, integer=True)
+  representation = cfg.get("representation", "frames")
+  _one_of("input.representation", representation, REPRESENTATIONS)
+  flow_model = config.model.get("input_mode", "rgb") == "flow"
+  if (representation == "flow") != flow_model:
+    raise ValueError(
+        f"config.input.representation={representation!r} with config.model.input_mode="
+        f"{config.model.get('input_mode')!r}: a flow model needs flow input and a frame model "
+        "frames; set both to 'flow' (e.g. --config=configs/default.py:input=flow) or neither")
+  if representation == "flow":
+    flow = config.flow
+    _number("flow.size", flow.size, low=16, integer=True)
+    _number("flow.batch_size", flow.batch_size, low=1, integer=True)
+    _one_of("flow.normalize", flow.normalize, NORMALIZATIONS)
+    from mer_jax.flow import strain as strain_lib  # pylint: disable=import-outside-toplevel
+    from mer_jax.flow import tvl1  # pylint: disable=import-outside-toplevel
+    _one_of("flow.strain", flow.strain, strain_lib.STRAIN_VARIANTS)
+    try:
+      params = tvl1.TVL1Params(**dict(flow.tvl1 or {}))
+      tvl1.check_frame_size(flow.size, flow.size, params.num_scales, params.scale_step,
+                            name="config.flow.size")
+    except (TypeError, ValueError) as e:
+      raise ValueError(f"config.flow.tvl1 / config.flow.size: {e}") from e
+    if config.model.get("magnify"):
+      raise ValueError("config.model.magnify runs inside a frame model; with flow input it "
+                       "would see flow maps. Set config.model.magnify=None")
 
   # Devices.
   devices = jax.local_device_count() * jax.process_count()
@@ -159,17 +185,17 @@ def check_model(config: ml_collections.ConfigDict) -> None:
     model = create_model(train_state.model_config(resolved), num_classes=schema.NUM_CLASSES)
   except ValueError as e:
     raise ValueError(f"config.model: {e}") from e
-  cfg = config.input
-  frames = jax.ShapeDtypeStruct((1, cfg.num_frames, cfg.image_size, cfg.image_size, 3),
-                                jnp.uint8)
-  mask = jax.ShapeDtypeStruct((1, cfg.num_frames), jnp.bool_)
+  shape, dtype = train_state.model_input(config)
+  frames = jax.ShapeDtypeStruct((1,) + shape, dtype)
+  mask = jax.ShapeDtypeStruct((1, shape[0]), jnp.bool_)
   try:
     jax.eval_shape(functools.partial(model.init, train=False), jax.random.key(0), frames, mask)
   except (ValueError, TypeError) as e:
+    what = ("config.input.num_frames x image_size x image_size x RGB"
+            if dtype == jnp.uint8 else "one flow map of config.input.image_size, C channels")
     raise ValueError(
         f"config.model / config.input: the model cannot take clips of "
-        f"{cfg.num_frames} x {cfg.image_size} x {cfg.image_size} x 3 "
-        f"(config.input.num_frames x image_size x image_size x RGB): {e}") from e
+        f"{' x '.join(map(str, shape))} ({what}): {e}") from e
 
 
 def validate_against_data(config: ml_collections.ConfigDict, index) -> None:

@@ -9,24 +9,37 @@ import ml_collections
 import numpy as np
 
 from mer_jax import input_pipeline
+from mer_jax import motion_input
 from mer_jax import steps as steps_lib
 from mer_jax.train_state import TrainState
 
 
+def _text(value) -> str:
+  return value.decode() if isinstance(value, bytes) else str(value)
+
+
 def predict(steps: steps_lib.Steps, state: TrainState, builder, split: str,
             subjects: Sequence[str], config: ml_collections.ConfigDict, *, mode: str,
-            mesh: jax.sharding.Mesh) -> list[dict]:
+            mesh: jax.sharding.Mesh, flow_features=None, index=None) -> list[dict]:
   """Predictions for every clip of `subjects`, in record order.
+
+  Frames come from the records (`input_pipeline.create_eval_dataset`); with
+  `flow_features` (`motion_input.FlowFeatures`, and the clip `index` they
+  follow) the model reads those instead.
 
   Returns:
     One dict per clip: `clip_id`, `subject`, `dataset`, `label` (int),
     `prediction` (int, argmax) and `probabilities` (C floats, 6 decimals).
   """
   local_batch = config.eval_batch_size // jax.process_count()
-  ds = input_pipeline.create_eval_dataset(builder, split, subjects, config.input,
-                                          batch_size=local_batch)
+  if flow_features is not None:
+    batches = motion_input.eval_batches(flow_features, index, subjects, batch_size=local_batch,
+                                        normalization=config.flow.normalize)
+  else:
+    batches = input_pipeline.create_eval_dataset(builder, split, subjects, config.input,
+                                                 batch_size=local_batch).as_numpy_iterator()
   records = []
-  for batch in ds.as_numpy_iterator():
+  for batch in batches:
     batch = input_pipeline.pad_batch(batch, local_batch)
     valid = batch.pop("valid")
     device_batch = input_pipeline.shard_for_devices(
@@ -34,8 +47,8 @@ def predict(steps: steps_lib.Steps, state: TrainState, builder, split: str,
     probs = steps_lib.local_outputs(steps.eval(state, device_batch), mode)
     for i in np.flatnonzero(valid):
       records.append({
-          "clip_id": batch["clip_id"][i].decode(), "subject": batch["subject"][i].decode(),
-          "dataset": batch["dataset"][i].decode(), "label": int(batch["label"][i]),
+          "clip_id": _text(batch["clip_id"][i]), "subject": _text(batch["subject"][i]),
+          "dataset": _text(batch["dataset"][i]), "label": int(batch["label"][i]),
           "prediction": int(np.argmax(probs[i])),
           "probabilities": [round(float(p), 6) for p in probs[i]]})
   if not records:

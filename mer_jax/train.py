@@ -46,6 +46,7 @@ from mer_jax import config_checks
 from mer_jax import evaluation
 from mer_jax import input_pipeline
 from mer_jax import layer_selection
+from mer_jax import motion_input
 from mer_jax import predict as predict_lib
 from mer_jax import schema
 from mer_jax import steps as steps_lib
@@ -60,7 +61,8 @@ class NonFiniteLossError(FloatingPointError):
 
 def train_fold(config: ml_collections.ConfigDict, fold: input_pipeline.Fold, fold_index: int,
                builder, index: input_pipeline.ClipIndex, workdir: workdir_lib.Workdir, mesh,
-               writer, steps: steps_lib.Steps) -> list[dict]:
+               writer, steps: steps_lib.Steps,
+               flow_features: Optional[motion_input.FlowFeatures] = None) -> list[dict]:
   """Trains one fold (resuming from its latest good checkpoint); returns its test predictions."""
   # --- Set-up: the fold's config (l_s chosen on its training subjects if "auto"), model, state.
   config = layer_selection.config_for_fold(config, builder, fold, fold_index, workdir)
@@ -85,11 +87,19 @@ def train_fold(config: ml_collections.ConfigDict, fold: input_pipeline.Fold, fol
       input_pipeline.class_weights(index, fold.train_subjects, schema.NUM_CLASSES)
       if config.class_weighting == "balanced" else np.ones(schema.NUM_CLASSES, np.float32))
   local_batch = config.batch_size // jax.process_count()
-  train_ds = input_pipeline.create_train_dataset(
-      builder, config.dataset.split, fold.train_subjects, config.input, batch_size=local_batch,
-      seed=train_state.fold_seed(config, fold_index), start_step=start_step,
-      process_index=jax.process_index(), process_count=jax.process_count())
-  batches = input_pipeline.prefetch_to_devices(train_ds.as_numpy_iterator(), mode=mode, mesh=mesh)
+  if flow_features is not None:
+    # Each process draws its own share: the stream is seeded by the process index too.
+    host_batches = motion_input.train_batches(
+        flow_features, index, fold.train_subjects, batch_size=local_batch,
+        seed=train_state.fold_seed(config, fold_index) * 1009 + jax.process_index(),
+        start_step=start_step, flip=config.input.flip, normalization=config.flow.normalize)
+  else:
+    host_batches = input_pipeline.create_train_dataset(
+        builder, config.dataset.split, fold.train_subjects, config.input, batch_size=local_batch,
+        seed=train_state.fold_seed(config, fold_index), start_step=start_step,
+        process_index=jax.process_index(),
+        process_count=jax.process_count()).as_numpy_iterator()
+  batches = input_pipeline.prefetch_to_devices(host_batches, mode=mode, mesh=mesh)
   device_state = steps_lib.place_state(state, mode, mesh)
 
   num_steps = config.num_train_steps
@@ -116,7 +126,8 @@ def train_fold(config: ml_collections.ConfigDict, fold: input_pipeline.Fold, fol
     metrics = None
     if config.model_selection == "validation":
       val = predict_lib.predict(steps, device_state, builder, config.dataset.split,
-                                fold.validation_subjects, config, mode=mode, mesh=mesh)
+                                fold.validation_subjects, config, mode=mode, mesh=mesh,
+                                flow_features=flow_features, index=index)
       metrics = {"validation_uf1": evaluation.pooled_report(val)["overall"]["uf1"]}
       writer.write_scalars(global_offset + step, {f"{fold.name}/validation_uf1":
                                                   metrics["validation_uf1"]})
@@ -160,7 +171,8 @@ def train_fold(config: ml_collections.ConfigDict, fold: input_pipeline.Fold, fol
 
   # --- Predict: the held-out subject's clips.
   predictions = predict_lib.predict(steps, device_state, builder, config.dataset.split,
-                                    [fold.test_subject], config, mode=mode, mesh=mesh)
+                                    [fold.test_subject], config, mode=mode, mesh=mesh,
+                                    flow_features=flow_features, index=index)
   for record in predictions:
     record["fold"] = fold.name
     record["selected_step"] = final_step
@@ -204,6 +216,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                                     seed=config.seed)
   logging.info("%d LOSO fold(s) over %d subjects, %d clips; %d device(s), step_mode=%s",
                len(folds), len(index.subjects), len(index), jax.device_count(), config.step_mode)
+  flow_features = None
+  if config.input.get("representation", "frames") == "flow":
+    flow_features = motion_input.load_flow_features(config, builder, index)
+    logging.info("flow features %s from %s (%s); apex sources %s",
+                 flow_features.features.shape, flow_features.cache_path,
+                 "computed" if flow_features.computed else "reused", flow_features.apex_sources)
 
   writer = metric_writers.create_default_writer(workdir, just_logging=not is_main)
   mesh = jax.sharding.Mesh(np.array(jax.devices()), (steps_lib.AXIS,))
@@ -223,7 +241,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       continue
     fold_start = time.time()
     fold_predictions = train_fold(config, fold, fold_index, builder, index, run_dir, mesh,
-                                  writer, steps)
+                                  writer, steps, flow_features)
     if is_main:
       run_dir.write_fold_predictions(fold.name, identity.digest, fold_predictions)
     predictions += fold_predictions
@@ -245,6 +263,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       "num_folds": len(folds),
       "dataset": builder.info.full_name,
   }
+  if flow_features is not None:
+    protocol["input"] = {
+        "representation": "flow",
+        "pairs": "onset->apex" + (" and apex->offset" if config.flow.apex_offset else ""),
+        "apex_rule": "the record's apex field; clips without an annotated apex use their "
+                     "builder's stated rule, counted here by apex_source",
+        "apex_sources": flow_features.apex_sources}
   results = {}
   if is_main:
     results = evaluation.write_reports(run_dir, predictions, extra=protocol)

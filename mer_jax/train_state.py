@@ -106,17 +106,38 @@ def create_optimizer(config: ml_collections.ConfigDict, params: Any) -> optax.Gr
   return tx
 
 
+def model_input(config: ml_collections.ConfigDict) -> tuple[tuple[int, ...], Any]:
+  """`(shape without batch, dtype)` of one clip as the model receives it.
+
+  Frames: `(num_frames, image_size, image_size, 3)` uint8. Flow
+  (`config.input.representation = "flow"`): a one-frame clip
+  `(1, image_size, image_size, C)` float32, C = 3 (u, v, strain) or 6 with
+  apex->offset flow.
+  """
+  cfg = config.input
+  if cfg.get("representation", "frames") == "flow":
+    channels = 6 if config.flow.apex_offset else 3
+    return (1, cfg.image_size, cfg.image_size, channels), jnp.float32
+  return (cfg.num_frames, cfg.image_size, cfg.image_size, 3), jnp.uint8
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _init(model: flax.linen.Module, rng: jax.Array, frames: jax.Array, mask: jax.Array) -> Any:
+  # One compiled initialiser per model (Flax modules hash by their fields), shared by
+  # every fold of a run instead of a fresh trace and compile per fold.
+  return model.init(rng, frames, mask, train=False)
+
+
 def initial_state(config: ml_collections.ConfigDict, model: flax.linen.Module,
                   rng: jax.Array) -> TrainState:
   """Initialises parameters (and optionally a pretrained encoder) on the host.
 
-  The dummy input is `(1, num_frames, image_size, image_size, 3)` uint8 frames
-  and a `(1, num_frames)` mask, as `config.input` describes.
+  The dummy input is one clip of `model_input(config)` and its mask.
   """
-  cfg = config.input
-  frames = jnp.zeros((1, cfg.num_frames, cfg.image_size, cfg.image_size, 3), jnp.uint8)
-  mask = jnp.ones((1, cfg.num_frames), bool)
-  variables = jax.jit(functools.partial(model.init, train=False))(rng, frames, mask)
+  shape, dtype = model_input(config)
+  frames = jnp.zeros((1,) + shape, dtype)
+  mask = jnp.ones((1, shape[0]), bool)
+  variables = _init(model, rng, frames, mask)
   if config.transfer.pretrained_checkpoint:
     from mer_jax.models import weights  # pylint: disable=import-outside-toplevel
     variables = weights.merge_encoder_variables(

@@ -116,8 +116,9 @@ def test_modules_below_the_trainer_never_import_it():
 
 def test_model_parts_do_not_import_each_other():
   graph = _graph()
-  parts = {"mer_jax.models.attention", "mer_jax.models.pooling", "mer_jax.models.recurrent",
-           "mer_jax.models.resnet", "mer_jax.models.small_cnn", "mer_jax.models.tcn"}
+  parts = {"mer_jax.models.attention", "mer_jax.models.motion", "mer_jax.models.pooling",
+           "mer_jax.models.recurrent", "mer_jax.models.resnet", "mer_jax.models.small_cnn",
+           "mer_jax.models.tcn"}
   for part in parts:
     assert not graph[part] & (parts | {"mer_jax.models.registry"}), part
   assert graph["mer_jax.models.sequence"] == set()  # The masked-sequence leaf.

@@ -106,3 +106,24 @@ def test_flow_features_dataclass_reports_channels():
   _, features = _toy(channels=6)
   assert features.num_channels == 6
   assert dataclasses.replace(features, computed=True).computed
+
+
+@pytest.mark.slow
+def test_flow_input_trains_end_to_end_and_reuses_the_cache(data_dir, tmp_path):
+  from configs import default as default_config  # pylint: disable=import-outside-toplevel
+  from mer_jax import train  # pylint: disable=import-outside-toplevel
+  config = default_config.get_config("input=flow,tiny")
+  config.dataset.data_dir = data_dir
+  config.dataset.build_if_missing = False
+  config.flow.cache_dir = str(tmp_path / "flow")
+  config.flow.size = 48
+  config.folds = ("s00", "s01")
+  results = train.train_and_evaluate(config, str(tmp_path / "work"))
+  assert results["overall"]["num_samples"] == 6  # Two held-out subjects x 3 clips.
+  assert results["input"]["representation"] == "flow"
+  assert results["input"]["pairs"] == "onset->apex and apex->offset"  # The demo model's pair.
+  assert results["input"]["apex_sources"] == {"ground_truth": 9}
+  builder = input_pipeline.get_builder(config.dataset)
+  features = motion_input.load_flow_features(config, builder, input_pipeline.read_clip_index(
+      builder))
+  assert not features.computed and features.features.shape == (9, 28, 28, 6)  # Reused.

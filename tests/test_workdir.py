@@ -276,6 +276,8 @@ def test_checkpoint_directory_that_cannot_be_written_stops_at_once(data_dir, tmp
                                     "got 'unifrom' (did you mean 'uniform'?)"),
     ({"input.short_clip": "padd"}, "config.input.short_clip must be one of"),
     ({"optimizer": "adam"}, "config.optimizer must be one of ('adamw', 'sgd'), got 'adam'"),
+    ({"model.input_mode": "flow"},
+     "config.input.representation='frames' with config.model.input_mode='flow'"),
     ({"model.input_mode": "depth"}, "config.model.input_mode must be one of"),
     ({"model.magnify": ml_collections.ConfigDict(
         {"fps": 6.0, "low_hz": 0.5, "high_hz": 5.0, "alpha": 8.0})},

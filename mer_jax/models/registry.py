@@ -13,7 +13,9 @@ of the part's class; a field left out keeps the default written on the class):
 Part contracts (shapes; B = batch, N = frames per clip):
 
 * encoder:       `(B*N, H, W, 3) float -> (B*N, h, w, C)` feature map;
-                 `__call__(x, *, train: bool)`.
+                 `__call__(x, *, train: bool)`. Flow encoders take
+                 `(B*N, S, S, 3 or 6)` (u, v, strain) and declare
+                 `input_modes = ("flow",)`.
 * spatial pool:  `(B*N, h, w, C) -> (B*N, D)`; `__call__(x, *, train: bool)`.
                  Attention pools `sow` their maps into the "intermediates" collection.
 * temporal head: `(B, N, D), mask (B, N) bool -> (B, D_out)` clip features, or
@@ -33,6 +35,7 @@ import dataclasses
 from typing import Any, Mapping, Optional
 
 from mer_jax.models import attention
+from mer_jax.models import motion
 from mer_jax.models import pooling
 from mer_jax.models import recurrent
 from mer_jax.models import resnet
@@ -45,6 +48,11 @@ ENCODERS: dict[str, type] = {
     "resnet18": resnet.ResNet18,
     "resnet34": resnet.ResNet34,
     "resnet50": resnet.ResNet50,
+    # Optical-flow input (config.model.input_mode = "flow"; docs/motion_models.md).
+    "ststnet": motion.STSTNet,
+    "off_apexnet": motion.OffApexNet,
+    "flow_resnet": motion.FlowResNet,
+    "identity": motion.Identity,
 }
 SPATIAL_POOLS: dict[str, type] = {
     "mean": pooling.SpatialMeanPool,

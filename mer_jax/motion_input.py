@@ -1,0 +1,218 @@
+"""Optical-flow input: a dataset's cached onset->apex flow features as in-memory batches.
+
+`config.input.representation = "flow"` feeds a model (`config.model.input_mode
+= "flow"`) the field's standard input instead of frames: onset->apex optical
+flow (u, v) and optical strain, optionally followed by apex->offset (CausalNet),
+computed once per dataset version and flow setting by `mer_jax.flow.cache`
+(TV-L1 on the device) and reused.
+
+The path of one clip:
+
+1. `load_flow_features` reads (or computes, if `config.flow.build_if_missing`)
+   the cache and resamples each clip's `(S, S, C)` features to
+   `config.input.image_size` (area averaging), in the clip index's order.
+   Onset and apex are the record's own fields: ground truth for synthetic_me,
+   the annotation for real datasets, and for clips without an apex annotation
+   the builder's stated rule (e.g. the midpoint of onset..offset, recorded in
+   `apex_source`; `FlowFeatures.apex_sources` counts them for the report).
+2. `train_batches` draws a fold's training clips in epochs of a permutation
+   that is a pure function of (seed, epoch), so step s of a fold is the same
+   batch whether the run started at 0 or resumed at s. Augmentation: a
+   horizontal flip mirrors the maps and negates u.
+3. `normalize` scales each sample's channels to [0, 1] (min-max, the field's
+   way) or maps a fixed displacement range (`"fixed"`, scale-preserving).
+4. Batches are `frames` float32 `(B, 1, S, S, C)` (a one-frame "clip"), `mask`
+   `(B, 1)` True and `label` `(B,)`: the trainer's steps run unchanged.
+
+NumPy and the flow package only; OpenCV resamples the maps.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import os
+from typing import Iterator, Optional, Sequence
+
+import numpy as np
+
+REPRESENTATIONS = ("frames", "flow")
+NORMALIZATIONS = ("minmax", "fixed")
+HOST_FIELDS = ("clip_id", "subject", "dataset")
+
+
+@dataclasses.dataclass(frozen=True)
+class FlowFeatures:
+  """Flow features of every clip of a split, in clip-index order.
+
+  Attributes:
+    features: float32 `(num_clips, S, S, C)`, C = 3 (u, v, strain of
+      onset->apex) or 6 (then apex->offset's); u, v in pixels of the frames
+      the flow was computed on, unnormalised.
+    cache_path: the flow cache folder the features came from.
+    apex_sources: `{apex_source: number of clips}` (how each apex was obtained).
+    computed: True when this call computed the cache (False: reused).
+  """
+  features: np.ndarray
+  cache_path: str
+  apex_sources: dict
+  computed: bool
+
+  @property
+  def num_channels(self) -> int:
+    return int(self.features.shape[-1])
+
+
+def num_channels(config) -> int:
+  """C of the flow features a config asks for: 3, or 6 with apex->offset flow."""
+  return 6 if config.flow.apex_offset else 3
+
+
+def cache_dir(config) -> str:
+  """`config.flow.cache_dir`, or `<TFDS data_dir>/../mer_jax_flow` beside the records."""
+  if config.flow.get("cache_dir"):
+    return config.flow.cache_dir
+  data_dir = config.dataset.get("data_dir") or os.path.join(os.path.expanduser("~"),
+                                                              "tensorflow_datasets")
+  return os.path.join(os.path.dirname(os.path.abspath(data_dir)), "mer_jax_flow")
+
+
+def _resample(maps: np.ndarray, size: int) -> np.ndarray:
+  """`(N, S, S, C)` -> `(N, size, size, C)` by area averaging (identity if S == size)."""
+  if maps.shape[1] == size and maps.shape[2] == size:
+    return maps.astype(np.float32)
+  import cv2  # pylint: disable=import-outside-toplevel
+  out = np.empty((maps.shape[0], size, size, maps.shape[-1]), np.float32)
+  for i, m in enumerate(maps):
+    out[i] = cv2.resize(m, (size, size), interpolation=cv2.INTER_AREA).reshape(
+        size, size, maps.shape[-1])
+  return out
+
+
+def load_flow_features(config, builder, index) -> FlowFeatures:
+  """The flow features of `index`'s clips (computed and cached if allowed).
+
+  Raises:
+    ValueError: the cache is missing and `config.flow.build_if_missing` is
+      False (naming the command that builds it), or it lacks a clip of the index.
+  """
+  from mer_jax.flow import cache as flow_cache  # pylint: disable=import-outside-toplevel
+  from mer_jax.flow import tvl1  # pylint: disable=import-outside-toplevel
+  dataset = (f"{config.dataset.name}/{config.dataset.builder_config}"
+             if config.dataset.get("builder_config") else config.dataset.name)
+  params = tvl1.TVL1Params(**dict(config.flow.tvl1 or {}))
+  out_dir = cache_dir(config)
+  if not config.flow.build_if_missing:
+    key = flow_cache.cache_key(params, size=config.flow.size, split=config.dataset.split,
+                               strain_variant=config.flow.strain)
+    path = flow_cache.cache_path(out_dir, config.dataset.name,
+                                 config.dataset.get("builder_config") or None,
+                                 str(builder.info.version), key)
+    if not os.path.isfile(os.path.join(path, "manifest.json")):
+      raise ValueError(
+          f"config.input.representation='flow': no flow cache of {dataset} for these flow "
+          f"settings under {out_dir}. Build it with `python -m mer_jax.flow dataset {dataset} "
+          f"--out {out_dir} --size {config.flow.size}"
+          + (f" --data_dir {config.dataset.data_dir}" if config.dataset.get("data_dir") else "")
+          + "`, or set config.flow.build_if_missing=True")
+  cache = flow_cache.compute_or_load(
+      dataset, out_dir, data_dir=config.dataset.get("data_dir") or None,
+      split=config.dataset.split, size=config.flow.size, params=params,
+      strain_variant=config.flow.strain, batch_size=config.flow.batch_size)
+  maps = cache.onset_apex
+  if config.flow.apex_offset:
+    maps = np.concatenate([maps, cache.apex_offset], axis=-1)
+  row_of = {str(c): i for i, c in enumerate(cache.clip_id.tolist())}
+  missing = [c for c in index.clip_id.tolist() if c not in row_of]
+  if missing:
+    raise ValueError(f"flow cache {cache.path} lacks {len(missing)} clip(s) of the index "
+                     f"(e.g. {missing[:3]}); delete the folder to recompute it")
+  rows = np.array([row_of[c] for c in index.clip_id.tolist()])
+  sources = collections.Counter(str(s) for s in np.asarray(cache.apex_source)[rows].tolist())
+  return FlowFeatures(features=_resample(maps[rows], config.input.image_size),
+                      cache_path=cache.path, apex_sources=dict(sorted(sources.items())),
+                      computed=cache.computed)
+
+
+def normalize(maps: np.ndarray, mode: str = "minmax", *, max_flow: float = 2.0) -> np.ndarray:
+  """Per-sample scaling of `(B, S, S, C)` maps to [0, 1].
+
+  "minmax": each sample's channel minus its minimum over its maximum range
+  (the field's convention; a constant channel becomes 0). "fixed": u, v in
+  [-max_flow, max_flow] pixels and strain in [0, max_flow] mapped linearly to
+  [0, 1] and clipped (keeps magnitudes comparable between clips).
+  """
+  maps = maps.astype(np.float32)
+  if mode == "minmax":
+    low = maps.min(axis=(1, 2), keepdims=True)
+    span = maps.max(axis=(1, 2), keepdims=True) - low
+    return np.where(span > 0, (maps - low) / np.maximum(span, 1e-12), 0.0).astype(np.float32)
+  if mode != "fixed":
+    raise ValueError(f"config.flow.normalize must be one of {NORMALIZATIONS}, got {mode!r}")
+  out = np.empty_like(maps)
+  for c in range(maps.shape[-1]):
+    if c % 3 == 2:  # Strain: non-negative.
+      out[..., c] = maps[..., c] / max_flow
+    else:
+      out[..., c] = (maps[..., c] + max_flow) / (2 * max_flow)
+  return np.clip(out, 0.0, 1.0)
+
+
+def _flip(maps: np.ndarray) -> np.ndarray:
+  """Mirrors `(S, S, C)` maps left-right; u (channels 0, 3) changes sign."""
+  flipped = maps[:, ::-1].copy()
+  for c in range(0, maps.shape[-1], 3):
+    flipped[..., c] = -flipped[..., c]
+  return flipped
+
+
+def _batch(features: FlowFeatures, index, rows: np.ndarray, flips: Optional[np.ndarray],
+           normalization: str) -> dict:
+  maps = features.features[rows]
+  if flips is not None:
+    maps = np.stack([_flip(m) if f else m for m, f in zip(maps, flips)])
+  return {
+      "frames": normalize(maps, normalization)[:, None],
+      "mask": np.ones((len(rows), 1), bool),
+      "label": index.label[rows].astype(np.int32),
+      "clip_id": np.array([str(index.clip_id[r]) for r in rows]),
+      "subject": np.array([str(index.subject_key[r]).split("/", 1)[1] for r in rows]),
+      "dataset": np.array([str(index.dataset[r]) for r in rows]),
+  }
+
+
+def train_batches(features: FlowFeatures, index, subjects: Sequence[str], *, batch_size: int,
+                  seed: int, start_step: int = 0, flip: bool = True,
+                  normalization: str = "minmax") -> Iterator[dict]:
+  """Endless training batches of `subjects`' clips from step `start_step` on.
+
+  Step s holds positions `s * batch_size .. (s + 1) * batch_size - 1` of an
+  endless sequence of epochs, each a permutation drawn from (seed, epoch):
+  a pure function of (seed, step), so resuming needs no replay.
+  """
+  rows = np.flatnonzero(np.isin(index.subject_key, list(subjects)))
+  if not len(rows):
+    raise ValueError(f"no clips for training subjects {list(subjects)[:5]}")
+  n = len(rows)
+  permutations: dict[int, np.ndarray] = {}
+  step = start_step
+  while True:
+    positions = step * batch_size + np.arange(batch_size)
+    epochs = positions // n
+    chosen = np.empty(batch_size, np.int64)
+    for epoch in np.unique(epochs):
+      if epoch not in permutations:
+        permutations = {epoch: np.random.default_rng([seed, int(epoch)]).permutation(n)}
+      where = epochs == epoch
+      chosen[where] = rows[permutations[epoch][positions[where] % n]]
+    flips = (np.random.default_rng([seed, 1, step]).random(batch_size) < 0.5) if flip else None
+    yield _batch(features, index, chosen, flips, normalization)
+    step += 1
+
+
+def eval_batches(features: FlowFeatures, index, subjects: Sequence[str], *,
+                 batch_size: int, normalization: str = "minmax") -> Iterator[dict]:
+  """Every clip of `subjects` once, in index order; the last batch may be short."""
+  rows = np.flatnonzero(np.isin(index.subject_key, list(subjects)))
+  for start in range(0, len(rows), batch_size):
+    yield _batch(features, index, rows[start:start + batch_size], None, normalization)
