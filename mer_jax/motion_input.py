@@ -84,8 +84,9 @@ def _resample(maps: np.ndarray, size: int) -> np.ndarray:
   import cv2  # pylint: disable=import-outside-toplevel
   out = np.empty((maps.shape[0], size, size, maps.shape[-1]), np.float32)
   for i, m in enumerate(maps):
-    out[i] = cv2.resize(m, (size, size), interpolation=cv2.INTER_AREA).reshape(
-        size, size, maps.shape[-1])
+    for c in range(maps.shape[-1]):  # One channel at a time: OpenCV's area resize takes <= 4.
+      out[i, ..., c] = cv2.resize(np.ascontiguousarray(m[..., c], np.float32), (size, size),
+                                  interpolation=cv2.INTER_AREA)
   return out
 
 

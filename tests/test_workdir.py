@@ -298,9 +298,13 @@ def test_bad_value_fails_by_name_before_any_data(tmp_path, overrides, message):
 
 @pytest.mark.slow
 def test_two_concurrent_builds_of_one_dataset_reuse_the_finished_build(tmp_path):
+  import fcntl  # pylint: disable=import-outside-toplevel
   import subprocess  # pylint: disable=import-outside-toplevel
   import sys  # pylint: disable=import-outside-toplevel
+  import time  # pylint: disable=import-outside-toplevel
   code = ("import sys\n"
+          "from absl import logging\n"
+          "logging.set_verbosity(logging.INFO)\n"
           "from conftest import tiny_config\n"
           "from mer_jax import input_pipeline\n"
           "config = tiny_config(sys.argv[1])\n"
@@ -310,12 +314,23 @@ def test_two_concurrent_builds_of_one_dataset_reuse_the_finished_build(tmp_path)
           "print(len(input_pipeline.read_clip_index(builder)))\n")
   tests_dir = os.path.dirname(os.path.abspath(__file__))
   env = dict(os.environ, PYTHONPATH=os.pathsep.join([tests_dir, os.path.dirname(tests_dir)]))
-  procs = [subprocess.Popen([sys.executable, "-c", code, str(tmp_path / "tfds")], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-           for _ in range(2)]
+  # Hold the build lock while both processes start, so both find the dataset missing and
+  # wait; then let them race for it: one builds, the other must reuse that build.
+  lock_dir = tmp_path / "tfds" / "synthetic_me" / "tiny"
+  lock_dir.mkdir(parents=True)
+  with open(lock_dir / ".1.0.0.build.lock", "w") as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(tmp_path / "tfds")], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    time.sleep(15)  # Both past their imports and blocked on the lock.
+    fcntl.flock(lock, fcntl.LOCK_UN)
   outputs = [p.communicate(timeout=600) for p in procs]
   for proc, (out, err) in zip(procs, outputs):
     assert proc.returncode == 0, err[-3000:]
     # Both read the one finished build (3 subjects x 3 clips); TFDS may print above it.
     assert out.strip().splitlines()[-1] == "9"
-  assert sum("built by another process" in err for _, err in outputs) == 1
+  # One build: TFDS announces a build on stdout; the other process reused it (it logs that
+  # when it had been waiting on the lock, as both are here unless one started very late).
+  assert sum("Downloading and preparing" in out for out, _ in outputs) == 1
+  assert sum("built by another process" in err for _, err in outputs) <= 1
