@@ -90,7 +90,7 @@ def _resample(maps: np.ndarray, size: int) -> np.ndarray:
   return out
 
 
-def load_flow_features(config, builder, index) -> FlowFeatures:
+def load_flow_features(config, index) -> FlowFeatures:
   """The flow features of `index`'s clips (computed and cached if allowed).
 
   Raises:
@@ -103,23 +103,18 @@ def load_flow_features(config, builder, index) -> FlowFeatures:
              if config.dataset.get("builder_config") else config.dataset.name)
   params = tvl1.TVL1Params(**dict(config.flow.tvl1 or {}))
   out_dir = cache_dir(config)
-  if not config.flow.build_if_missing:
-    key = flow_cache.cache_key(params, size=config.flow.size, split=config.dataset.split,
-                               strain_variant=config.flow.strain)
-    path = flow_cache.cache_path(out_dir, config.dataset.name,
-                                 config.dataset.get("builder_config") or None,
-                                 str(builder.info.version), key)
-    if not os.path.isfile(os.path.join(path, "manifest.json")):
-      raise ValueError(
-          f"config.input.representation='flow': no flow cache of {dataset} for these flow "
-          f"settings under {out_dir}. Build it with `python -m mer_jax.flow dataset {dataset} "
-          f"--out {out_dir} --size {config.flow.size}"
-          + (f" --data_dir {config.dataset.data_dir}" if config.dataset.get("data_dir") else "")
-          + "`, or set config.flow.build_if_missing=True")
-  cache = flow_cache.compute_or_load(
-      dataset, out_dir, data_dir=config.dataset.get("data_dir") or None,
-      split=config.dataset.split, size=config.flow.size, params=params,
-      strain_variant=config.flow.strain, batch_size=config.flow.batch_size)
+  try:
+    cache = flow_cache.compute_or_load(
+        dataset, out_dir, data_dir=config.dataset.get("data_dir") or None,
+        split=config.dataset.split, size=config.flow.size, params=params,
+        strain_variant=config.flow.strain, batch_size=config.flow.batch_size,
+        compute_if_missing=config.flow.build_if_missing)
+  except flow_cache.MissingCacheError as e:
+    raise ValueError(
+        f"config.input.representation='flow': {e}. Build it with `python -m mer_jax.flow "
+        f"dataset {dataset} --out {out_dir} --size {config.flow.size}"
+        + (f" --data_dir {config.dataset.data_dir}" if config.dataset.get("data_dir") else "")
+        + "`, or set config.flow.build_if_missing=True") from e
   maps = cache.onset_apex
   if config.flow.apex_offset:
     maps = np.concatenate([maps, cache.apex_offset], axis=-1)

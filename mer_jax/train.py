@@ -27,6 +27,7 @@ run's. A rerun with another config or dataset refuses (`workdir.Workdir.claim`).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import time
@@ -202,10 +203,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
     multihost_utils.sync_global_devices("dataset_prepared")
     builder = input_pipeline.get_builder(config.dataset)
-  identity = workdir_lib.RunIdentity(
-      config=workdir_lib.result_fields(config),
-      dataset=input_pipeline.dataset_identity(builder, config.dataset.split),
-      package_version=workdir_lib.config_identity(config).package_version)
+  identity = dataclasses.replace(
+      workdir_lib.config_identity(config),
+      dataset=input_pipeline.dataset_identity(builder, config.dataset.split))
   if is_main:
     run_dir.claim(identity, on_mismatch=on_mismatch)
     run_dir.write_config(config)
@@ -218,7 +218,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                len(folds), len(index.subjects), len(index), jax.device_count(), config.step_mode)
   flow_features = None
   if config.input.get("representation", "frames") == "flow":
-    flow_features = motion_input.load_flow_features(config, builder, index)
+    flow_features = motion_input.load_flow_features(config, index)
     logging.info("flow features %s from %s (%s); apex sources %s",
                  flow_features.features.shape, flow_features.cache_path,
                  "computed" if flow_features.computed else "reused", flow_features.apex_sources)

@@ -89,7 +89,7 @@ def test_missing_cache_names_the_command_that_builds_it(data_dir, tmp_path):
   index = input_pipeline.read_clip_index(builder)
   with pytest.raises(ValueError, match=r"python -m mer_jax.flow dataset synthetic_me/tiny "
                                        r"--out .*flow --size 112"):
-    motion_input.load_flow_features(config, builder, index)
+    motion_input.load_flow_features(config, index)
 
 
 def test_representation_and_model_must_agree_before_any_data(tmp_path):
@@ -124,6 +124,6 @@ def test_flow_input_trains_end_to_end_and_reuses_the_cache(data_dir, tmp_path):
   assert results["input"]["pairs"] == "onset->apex and apex->offset"  # The demo model's pair.
   assert results["input"]["apex_sources"] == {"ground_truth": 9}
   builder = input_pipeline.get_builder(config.dataset)
-  features = motion_input.load_flow_features(config, builder, input_pipeline.read_clip_index(
+  features = motion_input.load_flow_features(config, input_pipeline.read_clip_index(
       builder))
   assert not features.computed and features.features.shape == (9, 28, 28, 6)  # Reused.

@@ -20,6 +20,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from mer_jax import paths
 from mer_jax.flow import tvl1
 
 
@@ -79,18 +80,9 @@ def build_dataset_parser() -> argparse.ArgumentParser:
   return parser
 
 
-def _same_file(a: str, b: str) -> bool:
-  if os.path.exists(a) and os.path.exists(b):
-    return os.path.samefile(a, b)
-  return os.path.realpath(a) == os.path.realpath(b)
-
-
 def _check_output(path: str, inputs: Sequence[str], overwrite: bool, flag: str) -> None:
-  for source in inputs:
-    if _same_file(path, source):
-      raise ValueError(f"{flag} {path!r} is the input {source!r}; choose another output path")
-  if os.path.exists(path) and not overwrite:
-    raise ValueError(f"{flag} {path!r} exists; pass --overwrite to replace it")
+  """`mer_jax.paths.check_output_path`, plus: the output is a file, never a folder."""
+  paths.check_output_path(path, inputs, overwrite=overwrite, what=flag)
   if os.path.isdir(path):
     raise ValueError(f"{flag} {path!r} is a folder, not a file")
 

@@ -48,6 +48,10 @@ APEX_RULE = ("record field 'apex' (per-clip provenance in apex_source); pairs ar
 CHANNELS = ("u", "v", "strain")
 
 
+class MissingCacheError(ValueError):
+  """The flow cache for a dataset version and flow setting has not been computed."""
+
+
 @dataclasses.dataclass(frozen=True)
 class FlowCache:
   """A loaded cache: arrays of flow.npz, the manifest, and whether this call computed it."""
@@ -163,7 +167,7 @@ def compute_or_load(dataset: str, out_dir: str, *, data_dir: Optional[str] = Non
                     split: str = "train", size: int = 112,
                     params: Optional[tvl1.TVL1Params] = None, strain_variant: str = "softnet",
                     batch_size: int = 16, chunk_size: Optional[int] = None,
-                    progress: bool = True) -> FlowCache:
+                    progress: bool = True, compute_if_missing: bool = True) -> FlowCache:
   """Returns the (u, v, strain) features of every clip, computing and caching them if needed.
 
   Args:
@@ -178,6 +182,7 @@ def compute_or_load(dataset: str, out_dir: str, *, data_dir: Optional[str] = Non
     batch_size: clips per device batch (2 x batch_size pairs per call).
     chunk_size: pairs solved at a time inside a batch (memory bound).
     progress: print a progress line to stderr.
+    compute_if_missing: False raises `MissingCacheError` instead of computing.
 
   Raises:
     ValueError: unknown or unbuilt dataset, bad split, bad parameters.
@@ -198,8 +203,8 @@ def compute_or_load(dataset: str, out_dir: str, *, data_dir: Optional[str] = Non
       {"name": name, "builder_config": config, "data_dir": data_dir}))
   if not builder.is_prepared():
     raise ValueError(f"dataset {builder.info.full_name} is not built in {builder.data_dir}; run "
-                     f"`tfds build data_builders/{name}"
-                     + (f" --config={config}" if config else "") + "` first")
+                     f"`python -m data_builders.build {name}"
+                     + (f"/{config}" if config else "") + "` first")
   if split not in builder.info.splits:
     raise ValueError(f"split {split!r} is not a split of {builder.info.full_name} "
                      f"(splits: {list(builder.info.splits)})")
@@ -209,6 +214,9 @@ def compute_or_load(dataset: str, out_dir: str, *, data_dir: Optional[str] = Non
                     else config, version, key)
   if os.path.isfile(os.path.join(path, "manifest.json")):
     return load(path, computed=False)
+  if not compute_if_missing:
+    raise MissingCacheError(f"no flow cache of {builder.info.full_name} for these flow settings "
+                            f"at {path}")
 
   num_clips = builder.info.splits[split].num_examples
   features = make_feature_fn(params, strain_variant, chunk_size)
