@@ -96,8 +96,8 @@ def _record(example: Mapping[str, object], onset_frame, apex_frame) -> dict:
 
 def records_from_tfds(tier: str, data_dir: Optional[str]) -> Iterator[dict]:
   """Features of every clip of the built `synthetic_me/<tier>` records (built if missing)."""
-  import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
   import data_builders.synthetic_me as synthetic_me  # pylint: disable=import-outside-toplevel
+  from mer_jax import input_pipeline  # pylint: disable=import-outside-toplevel
 
   names = [c.name for c in synthetic_me.Builder.BUILDER_CONFIGS]
   if tier not in names:
@@ -108,14 +108,12 @@ def records_from_tfds(tier: str, data_dir: Optional[str]) -> Iterator[dict]:
     start = time.perf_counter()
     builder.download_and_prepare()
     print(f"built synthetic_me/{tier} in {time.perf_counter() - start:.0f} s", flush=True)
-  ds = builder.as_dataset(split="train", shuffle_files=False,
-                          decoders={"frames": tfds.decode.SkipDecoding()})
-  decode = lambda png: cv2.cvtColor(cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_COLOR),
-                                    cv2.COLOR_BGR2RGB)
-  for example in tfds.as_numpy(ds):
-    frames = example["frames"]
-    yield _record(example, decode(frames[int(example["onset"])]),
-                  decode(frames[int(example["apex"])]))
+  source = input_pipeline.records(builder, "train")  # ArrayRecord by index, frames encoded.
+  for i in range(len(source)):
+    example = source[i]
+    onset, apex = input_pipeline.decode_frames(
+        example["frames"], [int(example["onset"]), int(example["apex"])])
+    yield _record(example, onset, apex)
 
 
 def records_from_renderer(tier: str) -> Iterator[dict]:

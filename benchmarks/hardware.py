@@ -100,7 +100,8 @@ def library_versions() -> dict[str, Optional[str]]:
   """Installed versions of the libraries the benchmarks compare (None if absent)."""
   versions = {}
   for name in ("jax", "jaxlib", "flax", "optax", "numpy", "torch", "tensorflow-cpu",
-               "tensorflow", "tensorflow-datasets", "opencv-contrib-python-headless"):
+               "tensorflow", "tensorflow-datasets", "grain", "array-record", "tensorboard",
+               "opencv-contrib-python-headless", "opencv-python-headless"):
     try:
       versions[name] = importlib.metadata.version(name)
     except importlib.metadata.PackageNotFoundError:

@@ -19,20 +19,34 @@ Suites (comma-separated, or "all"):
              per-device batch (`benchmarks.train_bench.scaling`).
 
 Writes the JSON to `--out` and a Markdown summary next to it (same name,
-`.md`), and prints the summary. Every argument is checked before any compute.
+`.md`), and prints the summary. Every argument is checked before any compute,
+including that each selected suite's module imports here (a suite missing a
+dependency is refused by name). No suite needs TensorFlow. `--xla_flags`
+appends XLA flags for the JAX side (for example to try XLA CPU settings
+against the PyTorch peer); they are recorded in the JSON.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime
+import importlib
 import json
 import os
+import subprocess
 import sys
 import time
 from typing import Any, Optional, Sequence
 
 SUITES = ("train", "inference", "magnify", "flow", "input", "scaling")
+# The module each suite runs, imported only when the suite is selected: a suite whose needs are
+# missing here (OpenCV contrib, the records' readers, ...) is refused by name before any compute,
+# and the others run (none of them needs TensorFlow).
+SUITE_MODULES = {
+    "train": "benchmarks.train_bench", "inference": "benchmarks.train_bench",
+    "magnify": "benchmarks.magnify_bench", "flow": "benchmarks.flow_bench",
+    "input": "benchmarks.input_bench", "scaling": "benchmarks.train_bench",
+}
 DEFAULT_MODELS = ("resnet50_lstm:2x8x112", "small")
 TINY_MODELS = ("tiny_resnet_lstm",)  # Has a PyTorch twin; also feeds the input suite.
 
@@ -81,6 +95,11 @@ def build_parser() -> argparse.ArgumentParser:
                       help="comma-separated device counts for the scaling suite")
   parser.add_argument("--scaling_per_device_batch", type=int, default=4,
                       help="clips per device in the scaling suite (fixed)")
+  parser.add_argument("--xla_flags", default=None, metavar="FLAGS",
+                      help="extra XLA flags for the JAX side, appended to $XLA_FLAGS before JAX "
+                      "starts (e.g. '--xla_cpu_multi_thread_eigen=true'); checked in a "
+                      "throwaway process first, recorded in the JSON; the scaling suite's "
+                      "processes inherit them")
   parser.add_argument("--tiny", action="store_true",
                       help="tiny models, shapes and data, 1 repeat (smoke test)")
   return parser
@@ -135,11 +154,51 @@ def _select_devices(device: str, parser: argparse.ArgumentParser):
   return devices
 
 
+def _apply_xla_flags(extra: str, parser: argparse.ArgumentParser) -> None:
+  """Appends `extra` to $XLA_FLAGS for this process, after checking XLA accepts them.
+
+  XLA reads its flags once, when JAX starts its backend, and aborts the process on an unknown
+  flag; so the flags are tried in a throwaway process first, and refused if this process has
+  already started JAX.
+  """
+  flags = " ".join(f for f in (os.environ.get("XLA_FLAGS", ""), extra.strip()) if f)
+  if "jax" in sys.modules:
+    from jax._src import xla_bridge  # pylint: disable=import-outside-toplevel
+    if xla_bridge.backends_are_initialized():
+      parser.error("--xla_flags: JAX has already started in this process, so XLA would ignore "
+                   "the flags; run `python -m benchmarks.run ...` as a fresh process")
+  env = dict(os.environ, XLA_FLAGS=flags)
+  probe = subprocess.run([sys.executable, "-c", "import jax; jax.devices()"], env=env,
+                         capture_output=True, text=True, timeout=300, check=False)
+  if probe.returncode != 0:
+    parser.error(f"--xla_flags {extra!r}: XLA refused them (exit {probe.returncode}):\n"
+                 f"{probe.stderr.strip()[-1500:]}")
+  os.environ["XLA_FLAGS"] = flags
+
+
+def _import_suites(suites: Sequence[str], parser: argparse.ArgumentParser) -> None:
+  """Imports each selected suite's module; a parser error naming what it lacks if one fails."""
+  for suite in suites:
+    module = SUITE_MODULES[suite]
+    try:
+      importlib.import_module(module)
+    except Exception as e:  # pylint: disable=broad-except
+      missing = e.name if isinstance(e, ImportError) else None
+      parser.error(f"--suite {suite}: {module} cannot be imported here "
+                   f"({type(e).__name__}: {e})"
+                   + (f"; it needs {missing!r}" if missing else "")
+                   + ". Install what it needs (the GPU recipe in docs/gpu.md lists the wheels) "
+                   f"or leave {suite!r} out of --suite")
+
+
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
   """Parses and validates every argument (shapes, device, counts) before any compute."""
   parser = build_parser()
   args = parser.parse_args(argv)
   args.suites = _parse_suites(args.suite, parser)
+  if args.xla_flags:
+    _apply_xla_flags(args.xla_flags, parser)
+  _import_suites(args.suites, parser)
   for flag in ("repeats", "num_devices", "input_batches", "scaling_per_device_batch"):
     if getattr(args, flag) < 1:
       parser.error(f"--{flag} must be >= 1, got {getattr(args, flag)}")
@@ -243,7 +302,9 @@ def summary_markdown(result: dict) -> str:
            f"{m['memory_gib']} GiB; load average (1/5/15 min) at start "
            f"{'/'.join(f'{x:.1f}' for x in m['load_average_1_5_15'] or [])}; "
            f"device {d['platform']} ({d['device_kind']}); jax {result['versions']['jax']}, "
-           f"flax {result['versions']['flax']}, torch {result['versions']['torch']}.", ""]
+           f"flax {result['versions']['flax']}, torch {result['versions']['torch']}; "
+           f"XLA_FLAGS {result['settings'].get('xla_flags') or '(unset)'!r}; "
+           f"{'bfloat16' if result['settings'].get('half_precision') else 'float32'}.", ""]
   suites = result["suites"]
   for suite, title in (("train", "Train step"), ("inference", "Inference (eval step)")):
     if suite in suites:

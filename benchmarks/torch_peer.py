@@ -158,25 +158,14 @@ def _median_seconds(fn, repeats: int, device: torch.device) -> tuple[float, list
   return statistics.median(times), times
 
 
-def benchmark(model_config: ml_collections.ConfigDict, *, num_classes: int, batch: int,
-              num_frames: int, image_size: int, repeats: int, warmup: int, device: str,
-              threads: int, half_precision: bool = False, learning_rate: float = 1e-3,
-              weight_decay: float = 1e-4, grad_clip_norm: float = 1.0,
-              seed: int = 0) -> dict[str, Any]:
-  """Times the peer's train step and inference at one shape.
+def make_steps(model_config: ml_collections.ConfigDict, *, num_classes: int, batch: int,
+               num_frames: int, image_size: int, device: str, threads: int,
+               half_precision: bool = False, learning_rate: float = 1e-3,
+               weight_decay: float = 1e-4, grad_clip_norm: float = 1.0, seed: int = 0):
+  """The peer's `(train_step, infer, model, target)` at one shape (random uint8 clips).
 
-  Args:
-    model_config: the JAX `config.model` to mirror (see `from_model_config`).
-    batch, num_frames, image_size: clips per step, frames per clip N, square
-      side in pixels.
-    repeats: timed steps (median reported); warmup: untimed steps first.
-    device: "cpu" or "gpu" (CUDA when torch sees it).
-    threads: intra-op threads (set equal to the cores XLA uses).
-    half_precision: bf16 autocast (CUDA only; ignored on CPU, like the JAX
-      benchmark which runs float32 on CPU).
-
-  Returns:
-    `{"train": {...}, "inference": {...}, "torch": {...}}`, times in seconds.
+  `train_step()` runs forward, backward, clipping and AdamW in train mode; `infer()` a forward
+  pass under `torch.inference_mode()`; call `model.train()` / `model.eval()` before each.
   """
   torch.set_num_threads(threads)
   torch.manual_seed(seed)
@@ -203,6 +192,34 @@ def benchmark(model_config: ml_collections.ConfigDict, *, num_classes: int, batc
     with torch.inference_mode(), autocast:
       return model(frames)
 
+  return train_step, infer, model, target
+
+
+def benchmark(model_config: ml_collections.ConfigDict, *, num_classes: int, batch: int,
+              num_frames: int, image_size: int, repeats: int, warmup: int, device: str,
+              threads: int, half_precision: bool = False, learning_rate: float = 1e-3,
+              weight_decay: float = 1e-4, grad_clip_norm: float = 1.0,
+              seed: int = 0) -> dict[str, Any]:
+  """Times the peer's train step and inference at one shape.
+
+  Args:
+    model_config: the JAX `config.model` to mirror (see `from_model_config`).
+    batch, num_frames, image_size: clips per step, frames per clip N, square
+      side in pixels.
+    repeats: timed steps (median reported); warmup: untimed steps first.
+    device: "cpu" or "gpu" (CUDA when torch sees it).
+    threads: intra-op threads (set equal to the cores XLA uses).
+    half_precision: bf16 autocast (CUDA only; ignored on CPU, like the JAX
+      benchmark which runs float32 on CPU).
+
+  Returns:
+    `{"train": {...}, "inference": {...}, "torch": {...}}`, times in seconds.
+  """
+  train_step, infer, model, target = make_steps(
+      model_config, num_classes=num_classes, batch=batch, num_frames=num_frames,
+      image_size=image_size, device=device, threads=threads, half_precision=half_precision,
+      learning_rate=learning_rate, weight_decay=weight_decay, grad_clip_norm=grad_clip_norm,
+      seed=seed)
   model.train()
   for _ in range(warmup):
     train_step()

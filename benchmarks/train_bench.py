@@ -36,7 +36,6 @@ import numpy as np
 
 from benchmarks import hardware
 from configs import default as default_config
-from mer_jax import input_pipeline
 from mer_jax import schema
 from mer_jax import steps as steps_lib
 from mer_jax import train_state
@@ -168,6 +167,12 @@ def random_batch(shape: Shape, seed: int = 0) -> dict[str, np.ndarray]:
   }
 
 
+def place_batch(batch: dict[str, np.ndarray], mesh: jax.sharding.Mesh) -> dict[str, jax.Array]:
+  """One host batch as global arrays split over `mesh`'s data axis (single process)."""
+  sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(steps_lib.AXIS))
+  return {k: jax.device_put(v, sharding) for k, v in batch.items()}
+
+
 def median_time(fn: Callable[[], Any], repeats: int) -> tuple[float, list[float]]:
   """Median wall seconds of `repeats` calls of `fn` (which must block until done)."""
   times = []
@@ -210,7 +215,9 @@ def prepare(model: str, shape: Shape, devices: Sequence[jax.Device], *,
   num_parameters = sum(int(np.size(x)) for x in jax.tree.leaves(host_state.params))
   steps = steps_lib.compile_steps("shard_map", mesh, label_smoothing=config.label_smoothing)
   state = steps_lib.place_state(host_state, "shard_map", mesh)
-  batch = input_pipeline.shard_for_devices(random_batch(shape), mode="shard_map", mesh=mesh)
+  # The batch is placed as the trainer's shard_map layout places it (one global array split
+  # over the mesh's data axis); the input pipeline itself is not imported here.
+  batch = place_batch(random_batch(shape), mesh)
   replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
   rng = jax.device_put(jax.random.key(1), replicated)
   class_weights = jax.device_put(jnp.ones(schema.NUM_CLASSES, jnp.float32), replicated)

@@ -6,11 +6,16 @@ r"""The default run and its variants: LOSO on the synthetic benchmark, switched 
   python -m mer_jax.main --config=configs/default.py:tiny --workdir=DIR       # seconds; tests
 
 Arguments (comma-separated, big_vision style):
-  tier      synthetic_me builder config: default | low_amplitude | dev | tiny
+  tier      synthetic_me builder config: default | low_amplitude | dev | composite |
+            composite_dev | tiny
   input     frames (clips of N frames) | flow (onset->apex optical flow and strain maps,
-            mer_jax.motion_input; encoder and pool then come from the motion model)
+            mer_jax.motion_input; encoder and pool then come from the motion model) |
+            onset (the onset frame alone, RGB: carries no expression, so a model must stay
+            at chance under LOSO; the no-label-leak check of docs/baselines.md)
   model     with input=flow: ststnet | off_apexnet | flow_linear | flow_resnet |
-            off_apexnet_linear (the default, chosen on synthetic_me/dev)
+            off_apexnet_linear (the default, chosen on synthetic_me/dev);
+            with input=frames: small_cnn (the default) | pixel_linear (a linear classifier
+            on grid-pooled difference images, docs/baselines.md)
   encoder   encoder part (mer_jax.models.registry), e.g. small_cnn, resnet18
   pool      spatial pool: grid | mean | max | flatten | attention
   head      temporal head: mean | frames | lstm | gru | bilstm | bigru | tcn | ed_tcn |
@@ -50,8 +55,17 @@ PART_SETTINGS = {
         "temporal_softmax": {"num_scores": 3},
     },
 }
-TIERS = ("default", "low_amplitude", "dev", "tiny")
-INPUTS = ("frames", "flow")
+TIERS = ("default", "low_amplitude", "dev", "composite", "composite_dev", "tiny")
+INPUTS = ("frames", "flow", "onset")
+# input=frames,model=<name>: models on pixel clips.
+FRAME_MODELS = {
+    "small_cnn": dict(encoder="small_cnn", pool="grid", pool_kwargs={}),
+    # Pixel-difference linear: the identity encoder, 8 x 8 grid cells of the 32 x 32 difference
+    # images (frame minus onset), averaged over the N frames by head "mean", one Dense layer.
+    # For sub-pixel motion a difference image is linear in the displacement times the
+    # intensity, so this is apex - onset (scaled by the mean intensity) seen by a linear model.
+    "pixel_linear": dict(encoder="identity", pool="grid", pool_kwargs={"grid_size": 8}),
+}
 # input=flow,model=<name>: the motion models of docs/motion_models.md (parts and head together).
 FLOW_MODELS = {
     "ststnet": dict(encoder="ststnet", pool="flatten", pool_kwargs={}, classifier_hidden=()),
@@ -108,10 +122,16 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
   if arg.input not in INPUTS:
     raise ValueError(f"config argument input={arg.input!r} must be one of {INPUTS}")
   flow = arg.input == "flow"
-  if arg.model and (not flow or arg.model not in FLOW_MODELS):
-    raise ValueError(f"config argument model={arg.model!r} names a motion model of "
-                     f"{sorted(FLOW_MODELS)} and needs input=flow")
-  flow_model = FLOW_MODELS[arg.model or DEFAULT_FLOW_MODEL] if flow else {}
+  models = FLOW_MODELS if flow else FRAME_MODELS
+  if arg.input == "onset" and arg.model:
+    raise ValueError(f"config argument model={arg.model!r}: input=onset takes no model "
+                     "argument (the small CNN reads the onset frame)")
+  if arg.model and arg.model not in models:
+    raise ValueError(
+        f"config argument model={arg.model!r}: with input={arg.input} the models are "
+        f"{sorted(models)}" + ("" if flow else f"; the motion models {sorted(FLOW_MODELS)} "
+                                                "need input=flow"))
+  flow_model = models[arg.model or (DEFAULT_FLOW_MODEL if flow else "small_cnn")]
   encoder = arg.encoder or flow_model.get("encoder", "small_cnn")
   pool = arg.pool or flow_model.get("pool", "grid")
   config = ml_collections.ConfigDict()
@@ -137,7 +157,12 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
   config.input.resize_size = ml_collections.config_dict.placeholder(int)  # Short side before crop.
   config.input.random_crop = False
   config.input.flip = True
-  config.input.shuffle_buffer = 1024
+  # Grain (mer_jax.input_pipeline): decoding and augmentation in `num_workers` processes
+  # (0: Grain's threads in the trainer's process), `num_threads` threads each (None: the
+  # cores, at most 8); the fold's encoded records stay in memory after the first epoch.
+  config.input.num_workers = 0
+  config.input.num_threads = ml_collections.config_dict.placeholder(int)
+  config.input.cache_records = True
   # "frames" (clips of N frames) or "flow" (onset->apex optical flow + strain maps,
   # mer_jax.motion_input; the model then needs input_mode="flow").
   config.input.representation = "frames"
@@ -199,6 +224,18 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
 
   # Execution.
   config.step_mode = "pmap"             # "pmap" or "shard_map" (same per-device step).
+  # Folds trained together as one program (mer_jax.fold_parallel; flow input): 1 one at a
+  # time, k folds at once, -1 every fold. num_seeds: seeds config.seed.. trained beside them
+  # (results.json adds per-seed figures, mean and std). fold_devices: devices on the fold
+  # mesh axis (0: automatic; the rest split each fold's batch).
+  config.parallel_folds = 1
+  config.num_seeds = 1
+  config.fold_devices = 0
+  # True: the device-resident loop (lax.scan between checkpoints) even one fold at a time.
+  config.device_loop = False
+  # The device loop's steps between checkpoints: "scan" (one lax.scan), "dispatch" (a call
+  # per step) or "auto" (scan on GPU/TPU; dispatch on CPU, where XLA's loops run slower).
+  config.scan_steps = "auto"
   config.log_every_steps = 50
   config.checkpoint_every_steps = 100
   # A workdir holding a run of another identity: "refuse", or "move_aside" to superseded/.
@@ -213,6 +250,12 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
 
   if arg.magnify:
     config.model.magnify = magnify_config(config.input.num_frames)
+  if arg.input == "onset":
+    # One frame, the onset: "uniform" sampling of N = 1 over onset..offset takes the onset,
+    # and without jitter never a later frame. RGB: a difference image of one frame is zero.
+    config.input.num_frames = 1
+    config.input.temporal_jitter = 0
+    config.model.input_mode = "rgb"
   if flow:
     # Onset->apex flow (u, v, strain) at 28 x 28, as STSTNet and HTNet feed it.
     config.input.representation = "flow"
@@ -224,7 +267,7 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
     config.checkpoint_every_steps = config.num_train_steps
   if arg.tiny:
     # The small local variant (big_vision's "runlocal"): seconds per fold; the tests use it.
-    if not flow:
+    if arg.input == "frames":
       config.input.num_frames = 6
       config.input.image_size = 32
     if encoder == "small_cnn":

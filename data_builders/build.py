@@ -5,8 +5,11 @@ r"""Builds a mer_jax dataset: `python -m data_builders.build NAME/CONFIG [option
   python -m data_builders.build megc2019_composite/cropped_128 --manual_dir=/data/megc2019 \
       --skip_unreadable
 
-The same as `tfds build data_builders/NAME --config=CONFIG --manual_dir=...`,
-whose command line in tensorflow-datasets 4.9.10 needs apache_beam installed.
+Records are ArrayRecord files (`mer_jax.schema.RECORD_FORMAT`), read by index
+without TensorFlow; building them still needs TensorFlow where TFDS does. The
+same as `tfds build data_builders/NAME --config=CONFIG --manual_dir=...
+--file_format=array_record`, whose command line in tensorflow-datasets 4.9.10
+needs apache_beam installed.
 Prints the build summary (counts per class and subject, repairs, skipped IDs).
 """
 

@@ -873,10 +873,12 @@ def generate_examples(
     short_side: Optional[int],
     report: BuildReport,
     metadata: Optional[dict] = None,
+    encoding_format: str = "jpeg",
 ) -> Iterator[tuple[str, dict[str, Any]]]:
   """Decodes each planned sample and yields `(clip_id, example)` for TFDS.
 
-  Frames are resized to `short_side`; every example is checked with
+  Frames are resized to `short_side` and re-encoded as `encoding_format`
+  (depth frames as 16-bit PNG) for the schema's `Sequence(Image)`; every example is checked with
   `schema.validate_example`. Unreadable samples go through
   `report.fail_or_skip`. When the iteration ends the summary is logged and,
   if `metadata` (the builder's `info.metadata`) is given, written into it.
@@ -900,9 +902,11 @@ def generate_examples(
           "frames of different native sizes: resized to the first frame's size"]
     example = dict(sample.fields)
     example["frames"] = frames
-    if depth is not None:
-      example["depth"] = depth
     schema.validate_example(example, where=where)
+    # Encoded here (OpenCV) so the `Sequence(Image)` features store bytes as given.
+    example["frames"] = schema.encode_frames(frames, encoding_format)
+    if depth is not None:
+      example["depth"] = schema.encode_frames(depth, "png")
     report.add_emitted(sample)
     yield sample.clip_id, example
   report.log()

@@ -16,16 +16,17 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from data_builders import common
+from data_builders import records
 from mer_jax import schema
 
 
-class ManualDownloadBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+class ManualDownloadBuilder(records.ArrayRecordBuilder, skip_registration=True):
   """A micro-expression dataset read from `manual_dir`, one `train` split.
 
   Builder configs need the fields `short_side` and `skip_unreadable`.
   """
 
-  VERSION = tfds.core.Version("1.1.0")
+  VERSION = tfds.core.Version("2.0.0")
   RELEASE_NOTES = {
       "1.0.0": "Initial release.",
       "1.1.0": ("Uniform time axis: frame numbers missing inside a clip are filled with a "
@@ -33,6 +34,10 @@ class ManualDownloadBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=T
                 "indices follow the frame numbers); unknown emotions, path-like or "
                 "case-only-duplicate Filename cells, Windows copy names, folders, link loops "
                 "and corrupt JPEGs are refused by name (docs/datasets.md)."),
+      "2.0.0": ("Records readable without TensorFlow (issue 12): ArrayRecord files read by "
+                "index, `frames` a Sequence(Image) of JPEGs encoded by OpenCV (was a "
+                "TFRecord Video encoded by TF). Rebuild: `python -m data_builders.build "
+                "NAME/CONFIG --manual_dir=...`."),
   }
   DESCRIPTION = ""
   HOMEPAGE = ""

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import ast
 import dataclasses
-import glob
 import importlib.util
 import json
 import os
@@ -176,31 +175,30 @@ def count_parameters(config: ml_collections.ConfigDict) -> int:
   from mer_jax.models import create_model  # pylint: disable=import-outside-toplevel
 
   model = create_model(train_state.model_config(config), num_classes=schema.NUM_CLASSES)
-  size, frames = config.input.image_size, config.input.num_frames
+  size = config.input.image_size
+  if config.input.get("representation", "frames") == "flow":
+    # A one-frame "clip" of float flow features (mer_jax.motion_input).
+    channels = 6 if config.flow.apex_offset else 3
+    frames, example = 1, jnp.zeros((1, 1, size, size, channels), jnp.float32)
+  else:
+    frames = config.input.num_frames
+    example = jnp.zeros((1, frames, size, size, 3), jnp.uint8)
   shapes = jax.eval_shape(
-      lambda rng: model.init(rng, jnp.zeros((1, frames, size, size, 3), jnp.uint8),
-                             jnp.ones((1, frames), bool), train=False),
+      lambda rng: model.init(rng, example, jnp.ones((1, frames), bool), train=False),
       jax.random.key(0))
   return int(parameter_overview.count_parameters(shapes["params"]))
 
 
 def median_seconds_per_step(workdir: str) -> Optional[float]:
-  """Median of 1 / steps_per_sec logged by the trainer's `ReportProgress`.
+  """Median of 1 / steps_per_sec logged by the trainer's progress reports.
 
   Each value is the mean time per training step over one logging interval of
   the run (data input, the jitted step, checkpointing; the first step of a
-  fold, which compiles, is excluded by clu). None if nothing was logged.
+  fold, which compiles, is excluded: `metric_writers.FoldProgress`). None if nothing was logged.
   """
-  import tensorflow as tf  # pylint: disable=import-outside-toplevel
-  values = []
-  for path in sorted(glob.glob(os.path.join(workdir, "events.out.tfevents.*"))):
-    for event in tf.compat.v1.train.summary_iterator(path):
-      for value in event.summary.value:
-        if value.tag == "steps_per_sec":
-          rate = (float(tf.make_ndarray(value.tensor)) if value.HasField("tensor")
-                  else value.simple_value)
-          if rate > 0:
-            values.append(1.0 / rate)
+  from mer_jax import metric_writers  # pylint: disable=import-outside-toplevel
+  rates = metric_writers.read_scalars(workdir).get(metric_writers.STEPS_PER_SEC_TAG, [])
+  values = [1.0 / rate for _, rate in rates if rate > 0]
   return statistics.median(values) if values else None
 
 
@@ -209,8 +207,13 @@ def _read_json(path: str) -> Optional[dict]:
 
 
 def run_config(spec: ConfigSpec, config: ml_collections.ConfigDict, out_dir: str,
-               run_name: Optional[str] = None) -> dict:
-  """Trains (or reuses) one config in `out_dir/<run_name or spec.name>`; returns its table row."""
+               run_name: Optional[str] = None, *, train_missing: bool = True
+               ) -> Optional[dict]:
+  """Trains (or reuses) one config in `out_dir/<run_name or spec.name>`; returns its table row.
+
+  With `train_missing=False` nothing is trained: a workdir without a finished
+  run gives None (a workdir of another config is still an error).
+  """
   from mer_jax import train  # pylint: disable=import-outside-toplevel
 
   workdir = os.path.join(out_dir, run_name or spec.name)
@@ -223,6 +226,8 @@ def run_config(spec: ConfigSpec, config: ml_collections.ConfigDict, out_dir: str
         + "\n  ".join(differences))
   results = _read_json(run_dir.results_json)
   reused = results is not None
+  if not reused and not train_missing:
+    return None
   if reused:
     logging.info("%s: finished run found in %s, reusing it", spec.name, workdir)
   else:
@@ -467,21 +472,26 @@ def run_ablation(specs: Sequence[ConfigSpec], out_dir: str, *,
 # --------------------------------------------------------------------------------------------
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("out_dir", None, "Directory of the per-config workdirs and the report.")
-flags.DEFINE_string("configs", None, "Comma-separated config files, each 'path.py' or "
-                    "'path.py:config_string' (e.g. configs/paper_s32.py:head=bilstm,frames=15).")
-flags.DEFINE_enum("suite", None, sorted(SUITES), "A named list of configs (see SUITES).")
-flags.DEFINE_list("folds", None, "Test subjects to run (config.folds) for every config, "
-                  "e.g. s00,s01,s02,s03.")
-flags.DEFINE_integer("num_train_steps", None, "config.num_train_steps for every config.")
-flags.DEFINE_multi_string("set", [], "KEY=VALUE: set a config field in every config, e.g. "
-                          "--set=dataset.data_dir=/tmp/tfds (values are Python literals or "
-                          "strings). Repeatable.")
-flags.DEFINE_string("baseline", None, "Row name the deltas refer to (default: the first "
-                    "frames-only config).")
-flags.DEFINE_list("seeds", None, "Run every config once per seed (e.g. 0,1,2) and report the "
-                  "mean and standard deviation over seeds.")
-flags.mark_flag_as_required("out_dir")
+
+
+def define_flags() -> None:
+  """The command-line flags, defined only when this module is the program (so that
+  `mer_jax.ablation` and `mer_jax.baselines` can be imported together)."""
+  flags.DEFINE_string("out_dir", None, "Directory of the per-config workdirs and the report.")
+  flags.DEFINE_string("configs", None, "Comma-separated config files, each 'path.py' or "
+                      "'path.py:config_string' (e.g. configs/paper_s32.py:head=bilstm,frames=15).")
+  flags.DEFINE_enum("suite", None, sorted(SUITES), "A named list of configs (see SUITES).")
+  flags.DEFINE_list("folds", None, "Test subjects to run (config.folds) for every config, "
+                    "e.g. s00,s01,s02,s03.")
+  flags.DEFINE_integer("num_train_steps", None, "config.num_train_steps for every config.")
+  flags.DEFINE_multi_string("set", [], "KEY=VALUE: set a config field in every config, e.g. "
+                            "--set=dataset.data_dir=/tmp/tfds (values are Python literals or "
+                            "strings). Repeatable.")
+  flags.DEFINE_string("baseline", None, "Row name the deltas refer to (default: the first "
+                      "frames-only config).")
+  flags.DEFINE_list("seeds", None, "Run every config once per seed (e.g. 0,1,2) and report the "
+                    "mean and standard deviation over seeds.")
+  flags.mark_flag_as_required("out_dir")
 
 
 def specs_from_flags() -> list[ConfigSpec]:
@@ -510,12 +520,6 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Too many command-line arguments: {argv[1:]}")
   logs.quiet_library_logs()
-  try:
-    # Keep TensorFlow (it only reads records) off any accelerator, where it is installed.
-    import tensorflow as tf  # pylint: disable=import-outside-toplevel
-    tf.config.set_visible_devices([], "GPU")
-  except ImportError:
-    pass
   seeds = [int(s) for s in FLAGS.seeds] if FLAGS.seeds else None
   report = run_ablation(specs_from_flags(), FLAGS.out_dir, overrides=overrides_from_flags(),
                         baseline=FLAGS.baseline, seeds=seeds)
@@ -523,4 +527,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main)

@@ -8,14 +8,19 @@
   next save with the path named instead of training on.
 * `restore_latest`: the newest checkpoint that restores; an unreadable one
   (truncated, emptied) is logged and the previous good step is used.
+* the data iterator's state (`input_pipeline.TrainIterator.get_state`) is saved
+  beside the train state as the item `data`, with Grain's own Orbax handler
+  (one JSON file per process), and read back by `restore_data_state`.
 """
 
 from __future__ import annotations
 
+import json
 import os
 from typing import Any, Optional
 
 from absl import logging
+import grain
 import orbax.checkpoint as ocp
 
 
@@ -49,13 +54,41 @@ def _raise_write_error(manager: ocp.CheckpointManager, error: BaseException) -> 
                         "same command to resume from the last good checkpoint.") from error
 
 
+class _DataState:
+  """A data iterator's state as Grain's checkpoint handler saves and restores it.
+
+  The handler calls `get_state()` (bytes) on save and `set_state(bytes)` then
+  `start_prefetch()` on restore. A snapshot is saved rather than the live
+  iterator because the device prefetcher reads ahead of the training loop:
+  the state to keep is the one after the last batch trained on.
+  """
+
+  def __init__(self, state: Optional[dict] = None):
+    self.state = state
+
+  def get_state(self) -> bytes:
+    return json.dumps(self.state).encode()
+
+  def set_state(self, state: bytes) -> None:
+    self.state = json.loads(state)
+
+  def start_prefetch(self) -> None:
+    pass
+
+
 def save(manager: ocp.CheckpointManager, step: int, state: Any,
-         metrics: Optional[dict] = None) -> None:
-  """Saves the host `state` at `step` (asynchronously), after surfacing earlier write errors."""
+         metrics: Optional[dict] = None, data_state: Optional[dict] = None) -> None:
+  """Saves the host `state` at `step` (asynchronously), after surfacing earlier write errors.
+
+  `data_state` (JSON-able, e.g. `input_pipeline.DevicePrefetcher.data_state`)
+  is saved as the item `data`, one file per process.
+  """
+  items = {"state": ocp.args.StandardSave(state)}
+  if data_state is not None:
+    items["data"] = grain.checkpoint.CheckpointSave(_DataState(data_state))
   try:
     manager.check_for_errors()
-    manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state)),
-                 metrics=metrics)
+    manager.save(step, args=ocp.args.Composite(**items), metrics=metrics)
   except (OSError, ValueError, RuntimeError) as e:
     _raise_write_error(manager, e)
 
@@ -73,6 +106,19 @@ def restore(manager: ocp.CheckpointManager, step: int, target: Any) -> Any:
   """The state saved at `step`, restored into the structure of host `target`."""
   return manager.restore(step, args=ocp.args.Composite(
       state=ocp.args.StandardRestore(target)))["state"]
+
+
+def restore_data_state(manager: ocp.CheckpointManager, step: int) -> Optional[dict]:
+  """The data iterator state saved at `step`, or None if that checkpoint has none.
+
+  Checkpoints written before the state was saved (or by a run without a
+  stateful iterator) have none; the caller then reopens the stream at `step`.
+  """
+  if not os.path.isdir(os.path.join(os.fspath(manager.directory), str(step), "data")):
+    return None
+  holder = _DataState()
+  manager.restore(step, args=ocp.args.Composite(data=grain.checkpoint.CheckpointRestore(holder)))
+  return holder.state
 
 
 def restore_latest(manager: ocp.CheckpointManager, target: Any) -> tuple[Optional[Any], int]:

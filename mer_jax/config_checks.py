@@ -90,6 +90,17 @@ def validate_config(config: ml_collections.ConfigDict, workdir: str | None = Non
   _one_of("resume_mismatch", config.get("resume_mismatch", "refuse"),
           workdir_lib.RESUME_MISMATCH_RULES)
 
+  # Folds and seeds trained together (mer_jax.fold_parallel; layout checked with the folds).
+  parallel_folds = config.get("parallel_folds", 1)
+  _number("parallel_folds", parallel_folds, low=-1, integer=True)
+  if parallel_folds == 0:
+    raise ValueError("config.parallel_folds must be 1 (one fold at a time), k > 1 (k folds "
+                     "at once) or -1 (every fold at once), got 0")
+  _number("num_seeds", config.get("num_seeds", 1), low=1, integer=True)
+  _number("fold_devices", config.get("fold_devices", 0), low=0, integer=True)
+  if not isinstance(config.get("device_loop", False), bool):
+    raise ValueError(f"config.device_loop must be True or False, got {config.device_loop!r}")
+
   # Schedule and optimiser.
   for field in ("batch_size", "eval_batch_size", "num_train_steps", "log_every_steps",
                 "checkpoint_every_steps"):
@@ -112,12 +123,16 @@ def validate_config(config: ml_collections.ConfigDict, workdir: str | None = Non
   cfg = config.input
   _one_of("input.sampling", cfg.sampling, SAMPLING_MODES)
   _one_of("input.short_clip", cfg.short_clip, SHORT_CLIP_RULES)
-  _number("input.num_frames", cfg.num_frames, low=2, integer=True)
+  # One frame is a clip only for RGB input (e.g. the onset frame alone, the no-label-leak
+  # check); the difference modes need a second frame (their first difference is zero).
+  _number("input.num_frames", cfg.num_frames,
+          low=1 if config.model.get("input_mode", "rgb") == "rgb" else 2, integer=True)
   _number("input.image_size", cfg.image_size, low=1, integer=True)
   _number("input.resize_size", cfg.get("resize_size", None), low=1, integer=True,
           allow_none=True)
   _number("input.temporal_jitter", cfg.temporal_jitter, low=0, integer=True)
-  _number("input.shuffle_buffer", cfg.get("shuffle_buffer", 1), low=1, integer=True)
+  _number("input.num_workers", cfg.get("num_workers", 0), low=0, integer=True)
+  _number("input.num_threads", cfg.get("num_threads", None), low=1, integer=True, allow_none=True)
   representation = cfg.get("representation", "frames")
   _one_of("input.representation", representation, REPRESENTATIONS)
   flow_model = config.model.get("input_mode", "rgb") == "flow"

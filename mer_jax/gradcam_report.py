@@ -34,7 +34,6 @@ from typing import Any, Optional, Sequence
 from absl import app
 from absl import flags
 from absl import logging
-from clu import metric_writers
 import jax
 import ml_collections
 import numpy as np
@@ -43,6 +42,7 @@ import orbax.checkpoint as ocp
 from mer_jax import gradcam
 from mer_jax import input_pipeline
 from mer_jax import layer_selection
+from mer_jax import metric_writers
 from mer_jax import schema
 from mer_jax import train_state
 from mer_jax import workdir as workdir_lib
@@ -176,7 +176,7 @@ def render_report(workdir: str, *, folds: Optional[Sequence[str]] = None,
   summary: dict[str, Any] = {}
   if os.path.exists(summary_path):
     summary = workdir_lib.read_json(summary_path)
-  writer = metric_writers.create_default_writer(out_dir, just_logging=jax.process_index() != 0)
+  writer = metric_writers.create_writer(out_dir, just_logging=jax.process_index() != 0)
 
   for fold_index, fold in chosen:
     fold_config = config
@@ -238,8 +238,6 @@ flags.DEFINE_string("data_dir", None, "TFDS data_dir overriding the one in confi
 def main(argv: Sequence[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"Too many command-line arguments: {argv[1:]}")
-  import tensorflow as tf  # pylint: disable=import-outside-toplevel
-  tf.config.set_visible_devices([], "GPU")  # TF only reads records here.
   summary = render_report(FLAGS.workdir, folds=FLAGS.fold, layers=FLAGS.layers,
                           num_clips=FLAGS.num_clips, data_dir=FLAGS.data_dir)
   print(json.dumps({fold: s["layers"] for fold, s in summary.items()}, indent=1))

@@ -2,25 +2,36 @@
 
 The path of one clip:
 
-1. `read_clip_index` reads every record's metadata once (frames left encoded)
+1. `records` opens a split's ArrayRecord files for random access by index
+   (`builder.as_data_source`); no TensorFlow is imported to read them. Frames
+   stay encoded bytes until a transform decodes the few it samples.
+2. `read_clip_index` reads every record's metadata once (frames left encoded)
    so folds and sampling rules are checked before any compute.
-2. `loso_folds` splits subjects: one held-out test subject per fold, the rest
+3. `loso_folds` splits subjects: one held-out test subject per fold, the rest
    train (optionally minus a few validation subjects carved from them). Subjects
    are keyed `dataset/subject` so composite datasets cannot collide.
-3. `create_train_dataset` / `create_eval_dataset` stream tf.data records of
-   exactly those subjects, sample N frame indices (`sample_frame_indices`),
-   decode only those N frames, resize/crop/flip, and batch. Decoding and
-   augmentation run in tf.data's own thread pool, off the training thread.
-4. `prefetch_to_devices` puts batches on the accelerators from a background
+4. `fold_sampler` is a fold's own endless, shuffled stream of its training
+   clips' record indices (a Grain `MapDataset`; one per fold, so several folds
+   can be drawn at once). `create_train_dataset` maps it through Grain
+   transforms -- read the record, sample N frame indices
+   (`sample_frame_indices`), decode only those N frames (OpenCV),
+   resize/crop/flip -- and batches; `create_eval_dataset` does the same for
+   every clip of some subjects once, in record order. The transforms run in
+   Grain's threads, or in `config.input.num_workers` worker processes.
+5. `prefetch_to_devices` puts batches on the accelerators from a background
    thread, laid out for `pmap` (leading device axis) or for `shard_map`/`jit`
-   (one global array sharded over the mesh's data axis).
+   (one global array sharded over the mesh's data axis), and keeps the data
+   iterator's state of the last batch it handed out, for the checkpoint.
 
 Frames stay uint8 up to the device: normalisation (and optional Eulerian
 magnification) happen inside the model, so host->device traffic is 4x smaller.
 
-The training stream is a pure function of (seed, fold, step): resuming at step
-s after a kill rebuilds the stream and skips s batches of still-encoded records,
-so a resumed run sees exactly the batches an uninterrupted run would.
+The training stream is a pure function of (seed, fold, step): element k of a
+fold's stream is clip `sampler[k]` augmented with a generator seeded by
+(seed, k), so batch s is the same whether the stream starts at 0 or at s (a
+slice, nothing is replayed). A checkpoint also stores the Grain iterator's
+state (`TrainIterator.get_state`), so a resume continues exactly where the
+consumed batches ended.
 """
 
 from __future__ import annotations
@@ -31,14 +42,19 @@ import fcntl
 import importlib
 import os
 import queue
+import re
+import sys
 import threading
-from typing import Iterator, Optional, Sequence
+from typing import Any, Iterator, Optional, Sequence
 
+from absl import flags
 from absl import logging
+import cv2
+from etils import epath
+import grain
 import jax
 import ml_collections
 import numpy as np
-import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from mer_jax import schema
@@ -80,12 +96,19 @@ def prepare_builder(builder: tfds.core.DatasetBuilder,
     waited for them).
   """
   if builder.is_prepared():
+    check_record_format(builder)
     return builder
   if not dataset_config.get("build_if_missing", False):
+    older = older_versions(builder)
     raise ValueError(
-        f"dataset {builder.info.full_name} is not built in {builder.data_dir}; run "
-        f"`python -m data_builders.build {builder.name}/{builder.builder_config.name}` "
-        "or set config.dataset.build_if_missing=True")
+        f"dataset {builder.info.full_name} is not built in {builder.data_dir}"
+        + (f" (only records of older builder version(s) {', '.join(older)} are there, which "
+           f"this version cannot read: {_OLD_VERSION_NOTE})" if older else "")
+        + f"; run `{build_command(builder)}` or set config.dataset.build_if_missing=True")
+  if older_versions(builder):
+    logging.warning("dataset %s: building version %s beside older version(s) %s in %s (delete "
+                    "those folders to free their space)", builder.info.full_name,
+                    builder.version, older_versions(builder), os.path.dirname(builder.data_dir))
   parent = os.path.dirname(builder.data_dir)
   os.makedirs(parent, exist_ok=True)
   lock_path = os.path.join(parent, f".{builder.version}.build.lock")
@@ -98,11 +121,67 @@ def prepare_builder(builder: tfds.core.DatasetBuilder,
                      "it", fresh.info.full_name)
         return fresh
       manual_dir = dataset_config.get("manual_dir") or None
+      _keep_tensorflow_off_accelerators()
       fresh.download_and_prepare(
           download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
       return get_builder(dataset_config)
     finally:
       fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _keep_tensorflow_off_accelerators() -> None:
+  """Building records imports TensorFlow (TFDS writers); it must not take the GPU from JAX.
+
+  Only here: reading records needs no TensorFlow, so the trainer never imports it otherwise.
+  """
+  try:
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+  except ImportError:
+    return
+  try:
+    tf.config.set_visible_devices([], "GPU")
+  except RuntimeError:  # Already initialised in this process: nothing left to hide.
+    pass
+
+
+_OLD_VERSION_NOTE = ("records before the TensorFlow-free format (issue 12) are TFRecord files "
+                     "with a TF-encoded `Video`")
+
+
+def build_command(builder: tfds.core.DatasetBuilder) -> str:
+  """The command line that builds `builder`'s dataset into its data_dir."""
+  name = builder.name + (f"/{builder.builder_config.name}" if builder.builder_config else "")
+  data_dir = builder.data_dir  # <data_dir>/<name>[/<config>]/<version>
+  for _ in range(len(name.split("/")) + 1):
+    data_dir = os.path.dirname(data_dir)
+  command = f"python -m data_builders.build {name} --data_dir={data_dir}"
+  if getattr(builder, "MANUAL_DOWNLOAD_INSTRUCTIONS", None):
+    command += " --manual_dir=<where the licensed download lies>"
+  return command
+
+
+def older_versions(builder: tfds.core.DatasetBuilder) -> list[str]:
+  """Version folders beside `builder.data_dir` written by an older builder version."""
+  parent = os.path.dirname(builder.data_dir)
+  if not os.path.isdir(parent):
+    return []
+  found = []
+  for name in os.listdir(parent):
+    if (re.fullmatch(r"\d+\.\d+\.\d+", name) and tfds.core.Version(name) < builder.version
+        and os.path.isfile(os.path.join(parent, name, "dataset_info.json"))):
+      found.append(name)
+  return sorted(found, key=tfds.core.Version)
+
+
+def check_record_format(builder: tfds.core.DatasetBuilder) -> None:
+  """Fails, naming the directory and the rebuild command, unless the records are ArrayRecord."""
+  file_format = builder.info.file_format
+  if file_format is None or file_format.value != schema.RECORD_FORMAT:
+    raise ValueError(
+        f"dataset {builder.info.full_name} in {builder.data_dir} is stored as "
+        f"{getattr(file_format, 'value', file_format)!r}, not {schema.RECORD_FORMAT!r}: mer_jax "
+        "reads records by index without TensorFlow. Delete that directory and run "
+        f"`{build_command(builder)}`")
 
 
 def dataset_identity(builder: tfds.core.DatasetBuilder, split: str) -> dict[str, str]:
@@ -116,11 +195,10 @@ def dataset_identity(builder: tfds.core.DatasetBuilder, split: str) -> dict[str,
   digest = hashlib.sha256()
   for name, info in sorted(builder.info.splits.items()):
     digest.update(f"{name}:{info.num_examples}:{info.num_bytes}".encode())
-  data_dir = builder.data_dir
-  for file_name in sorted(tf.io.gfile.listdir(data_dir)):
-    if file_name.endswith(".json"):
+  for path in sorted(epath.Path(builder.data_dir).iterdir()):
+    if path.name.endswith(".json"):
       continue  # Metadata rewritten on every read; the record files carry the content.
-    digest.update(f"{file_name}:{tf.io.gfile.stat(f'{data_dir}/{file_name}').length}".encode())
+    digest.update(f"{path.name}:{path.stat().length}".encode())
   return {"name": builder.info.full_name.rsplit("/", 1)[0], "version": str(builder.info.version),
           "split": split, "fingerprint": digest.hexdigest()[:16]}
 
@@ -145,11 +223,80 @@ class ClipIndex:
     return sorted(set(self.subject_key.tolist()))
 
 
-def _metadata_dataset(builder: tfds.core.DatasetBuilder, split: str) -> tf.data.Dataset:
-  return builder.as_dataset(
-      split=split, shuffle_files=False,
-      decoders={"frames": tfds.decode.SkipDecoding()},
-      read_config=tfds.ReadConfig(interleave_cycle_length=1, enable_ordering_guard=False))
+class _KeepEncoded(tfds.decode.SkipDecoding):
+  """Leaves a `Sequence(Image)` as its encoded bytes when read with NumPy (no TF)."""
+
+  def decode_batch_example_np(self, serialized_example):
+    return serialized_example
+
+
+class RecordSource:
+  """A split's records by index: `source[i]` is record i, frames still encoded bytes.
+
+  A thin wrapper of `builder.as_data_source` (ArrayRecord, no TensorFlow) that
+  names the record file at fault when a read fails (missing, truncated or
+  corrupt), and pickles to Grain's worker processes.
+  """
+
+  def __init__(self, builder: tfds.core.DatasetBuilder, split: str):
+    check_record_format(builder)
+    self.name = builder.info.full_name
+    self.split = split
+    self.data_dir = builder.data_dir
+    self.rebuild = build_command(builder)
+    try:
+      # A sliced split ("train[:80%]") reads the files of its whole split.
+      info = builder.info.splits[split.split("[", 1)[0]]
+      self.files = [os.fspath(f) for f in info.filepaths]
+      self._lengths = list(info.shard_lengths) if "[" not in split else None
+      if builder.info.splits[split].num_examples == 0:
+        raise ValueError("the split is empty")
+    except (KeyError, ValueError) as e:
+      raise ValueError(f"config.dataset.split={split!r} of {self.name} has no examples or is "
+                       f"not a valid split (splits: {list(builder.info.splits)}): {e}") from e
+    missing = [f for f in self.files if not os.path.isfile(f)]
+    if missing:
+      raise FileNotFoundError(f"record file {missing[0]} of dataset {self.name} is missing; "
+                              f"delete {self.data_dir} and run `{self.rebuild}`")
+    try:
+      self._source = builder.as_data_source(split, decoders={"frames": _KeepEncoded()})
+      self._len = len(self._source)
+    except ImportError:
+      raise
+    except Exception as e:  # pylint: disable=broad-except  (array_record raises bare errors)
+      raise self._read_error(None, e) from e
+
+  def __len__(self) -> int:
+    return self._len
+
+  def _file_of(self, i: Optional[int]) -> str:
+    if i is None or self._lengths is None:
+      return ", ".join(self.files)
+    ends = np.cumsum(self._lengths)
+    return self.files[min(int(np.searchsorted(ends, i, side="right")), len(self.files) - 1)]
+
+  def _read_error(self, i: Optional[int], error: BaseException) -> OSError:
+    return OSError(f"cannot read record {'' if i is None else i} of dataset {self.name} from "
+                   f"record file {self._file_of(i)} (truncated or corrupt? "
+                   f"{type(error).__name__}: {str(error)[:200]}); delete {self.data_dir} and run "
+                   f"`{self.rebuild}`")
+
+  def __getitem__(self, i: int) -> dict[str, Any]:
+    try:
+      return self._source[int(i)]
+    except ImportError:
+      raise  # A missing package (e.g. dm-tree) is not a damaged record: say which, as is.
+    except Exception as e:  # pylint: disable=broad-except
+      raise self._read_error(int(i), e) from e
+
+
+def records(builder: tfds.core.DatasetBuilder, split: str = "train") -> RecordSource:
+  """Random access to `split`'s records, frames left encoded (see `RecordSource`)."""
+  return RecordSource(builder, split)
+
+
+def _text(value) -> str:
+  return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def read_clip_index(builder: tfds.core.DatasetBuilder, split: str = "train") -> ClipIndex:
@@ -157,22 +304,17 @@ def read_clip_index(builder: tfds.core.DatasetBuilder, split: str = "train") -> 
 
   Raises:
     ValueError: the split (config.dataset.split) is unknown or selects no example.
+    OSError: a record file is truncated or corrupt (naming it).
   """
-  try:
-    ds = _metadata_dataset(builder, split)
-  except (ValueError, KeyError) as e:
-    raise ValueError(f"config.dataset.split={split!r} of {builder.info.full_name} has no "
-                     f"examples or is not a valid split (splits: {list(builder.info.splits)}): "
-                     f"{e}") from e
-  ds = ds.map(
-      lambda ex: {
-          "clip_id": ex["clip_id"], "subject": ex["subject"], "dataset": ex["dataset"],
-          "label": ex["label"], "num_frames": tf.shape(ex["frames"])[0],
-          "onset": ex["onset"], "apex": ex["apex"], "offset": ex["offset"]})
+  source = records(builder, split)
   rows = collections.defaultdict(list)
-  for ex in ds.as_numpy_iterator():
-    for key, value in ex.items():
-      rows[key].append(value.decode() if isinstance(value, bytes) else value)
+  for i in range(len(source)):
+    ex = source[i]
+    for key in ("clip_id", "subject", "dataset"):
+      rows[key].append(_text(ex[key]))
+    for key in ("label", "onset", "apex", "offset"):
+      rows[key].append(int(ex[key]))
+    rows["num_frames"].append(len(ex["frames"]))
   if not rows:
     raise ValueError(f"split {split!r} of {builder.info.full_name} has no examples")
   keys = [f"{d}/{s}" for d, s in zip(rows["dataset"], rows["subject"])]
@@ -245,8 +387,10 @@ def check_sampling(index: ClipIndex, input_config: ml_collections.ConfigDict) ->
   if input_config.short_clip not in SHORT_CLIP_RULES:
     raise ValueError(f"config.input.short_clip must be one of {SHORT_CLIP_RULES}, "
                      f"got {input_config.short_clip!r}")
-  if input_config.num_frames < 2:
-    raise ValueError(f"config.input.num_frames must be >= 2, got {input_config.num_frames}")
+  # One frame is allowed (RGB input, e.g. the onset frame alone); the difference modes'
+  # need for a second frame is checked by config_checks and the model.
+  if input_config.num_frames < 1:
+    raise ValueError(f"config.input.num_frames must be >= 1, got {input_config.num_frames}")
   bad = ~((0 <= index.onset) & (index.onset <= index.apex) & (index.apex <= index.offset)
           & (index.offset < index.num_frames))
   if bad.any():
@@ -265,17 +409,17 @@ def check_sampling(index: ClipIndex, input_config: ml_collections.ConfigDict) ->
           "config.input.short_clip='error'; use 'repeat' or 'pad'")
 
 
-def sample_frame_indices(num_stored: tf.Tensor, onset: tf.Tensor, apex: tf.Tensor,
-                         offset: tf.Tensor, *, num_frames: int, sampling: str, short_clip: str,
-                         jitter: int = 0, seed: Optional[tf.Tensor] = None
-                         ) -> tuple[tf.Tensor, tf.Tensor]:
+def sample_frame_indices(num_stored: int, onset: int, apex: int, offset: int, *,
+                         num_frames: int, sampling: str, short_clip: str, jitter: int = 0,
+                         rng: Optional[np.random.Generator] = None
+                         ) -> tuple[np.ndarray, np.ndarray]:
   """Chooses `num_frames` frame indices of one clip.
 
   * "uniform": evenly spaced over onset..offset (inclusive).
   * "apex": a contiguous window of `num_frames` centred on the apex, shifted
     inside the clip when it would cross an end.
   Training jitter moves onset/offset (uniform) or the window centre (apex) by up
-  to +-`jitter` frames, drawn with the stateless `seed` (deterministic resume).
+  to +-`jitter` frames, drawn from `rng` (seeded per element: deterministic resume).
 
   A span shorter than `num_frames`: "repeat" stretches it (frames repeat, all
   valid); "pad" takes each frame once and pads the end with copies of the last
@@ -285,119 +429,352 @@ def sample_frame_indices(num_stored: tf.Tensor, onset: tf.Tensor, apex: tf.Tenso
   Returns:
     `(indices (num_frames,) int32, mask (num_frames,) bool)`.
   """
-  last = num_stored - 1
-  shift = tf.zeros([2], tf.int32)
+  last = int(num_stored) - 1
+  shift = np.zeros(2, np.int64)
   if jitter > 0:
-    shift = tf.random.stateless_uniform([2], seed, -jitter, jitter + 1, dtype=tf.int32)
+    if rng is None:
+      raise ValueError("sample_frame_indices: jitter > 0 needs an rng")
+    shift = rng.integers(-jitter, jitter + 1, size=2)
   if sampling == "uniform":
-    start = tf.clip_by_value(onset + shift[0], 0, last)
-    end = tf.clip_by_value(offset + shift[1], start, last)
+    start = int(np.clip(onset + shift[0], 0, last))
+    end = int(np.clip(offset + shift[1], start, last))
   else:  # "apex": window at native frame rate.
-    centre = tf.clip_by_value(apex + shift[0], 0, last)
-    start = tf.clip_by_value(centre - num_frames // 2, 0, tf.maximum(num_stored - num_frames, 0))
-    end = tf.minimum(start + num_frames - 1, last)
+    centre = int(np.clip(apex + shift[0], 0, last))
+    start = int(np.clip(centre - num_frames // 2, 0, max(num_stored - num_frames, 0)))
+    end = min(start + num_frames - 1, last)
   span = end - start + 1
-  positions = tf.range(num_frames)
-  if short_clip == "pad":
-    stretched = start + tf.cast(tf.round(tf.linspace(0.0, tf.cast(span - 1, tf.float32),
-                                                     num_frames)), tf.int32)
-    padded = tf.minimum(start + positions, end)
-    indices = tf.where(span >= num_frames, stretched, padded)
-    mask = tf.logical_or(span >= num_frames, positions < span)
+  positions = np.arange(num_frames)
+  # np.round, like tf.round before it, rounds halves to even.
+  stretched = start + np.round(np.linspace(0.0, span - 1, num_frames, dtype=np.float32)
+                               ).astype(np.int32)
+  if short_clip == "pad" and span < num_frames:
+    return (np.minimum(start + positions, end).astype(np.int32), positions < span)
+  return stretched.astype(np.int32), np.ones(num_frames, bool)
+
+
+def decode_frames(encoded: Sequence[bytes], indices: Sequence[int], *,
+                  where: str = "clip") -> np.ndarray:
+  """Decodes the frames `indices` of a clip's encoded PNG/JPEG frames -> uint8 `(N, H, W, 3)` RGB.
+
+  Each distinct frame is decoded once (repeated indices are copies).
+
+  Raises:
+    ValueError: naming `where` and the frame that OpenCV cannot decode.
+  """
+  decoded = {}
+  for t in dict.fromkeys(int(i) for i in indices):
+    image = cv2.imdecode(np.frombuffer(encoded[t], np.uint8), cv2.IMREAD_COLOR)
+    if image is None:
+      raise ValueError(f"{where}: frame {t} is not a decodable PNG/JPEG")
+    decoded[t] = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+  return np.stack([decoded[int(i)] for i in indices])
+
+
+def resize_and_crop(frames: np.ndarray, *, size: int, resize: Optional[int] = None,
+                    crop_offset: Optional[tuple[int, int]] = None) -> np.ndarray:
+  """Resizes `(N, H, W, C)` frames (area filter) so the short side is `resize`, then crops S x S.
+
+  Args:
+    frames: uint8 or float frames.
+    size: S, the side of the square crop.
+    resize: short side before cropping (default `size`); both sides stay >= S.
+    crop_offset: `(top, left)` of the crop (default: centred); clipped to the image.
+
+  Returns:
+    `(N, S, S, C)` of the input dtype (uint8 rounded and clipped).
+  """
+  resize = resize or size
+  height, width = frames.shape[1:3]
+  scale = resize / min(height, width)
+  new_h = max(int(np.round(height * scale)), size)
+  new_w = max(int(np.round(width * scale)), size)
+  if (new_h, new_w) != (height, width):
+    resized = [cv2.resize(np.asarray(f, np.float32), (new_w, new_h), interpolation=cv2.INTER_AREA)
+               for f in frames]
+    out = np.stack([r.reshape(new_h, new_w, -1) for r in resized])
   else:
-    indices = start + tf.cast(tf.round(tf.linspace(0.0, tf.cast(span - 1, tf.float32),
-                                                   num_frames)), tf.int32)
-    mask = tf.ones([num_frames], tf.bool)
-  return indices, mask
+    out = np.asarray(frames, np.float32)
+  if crop_offset is None:
+    top, left = (new_h - size) // 2, (new_w - size) // 2
+  else:
+    top, left = min(crop_offset[0], new_h - size), min(crop_offset[1], new_w - size)
+  out = out[:, top:top + size, left:left + size]
+  if frames.dtype == np.uint8:
+    return np.clip(np.round(out), 0, 255).astype(np.uint8)
+  return out.astype(frames.dtype)
 
 
-def _subject_filter(subjects: Sequence[str]):
-  table = tf.constant(list(subjects))
-
-  def keep(ex):
-    key = tf.strings.join([ex["dataset"], ex["subject"]], separator="/")
-    return tf.reduce_any(tf.equal(key, table))
-  return keep
+def _clip_features(ex: dict, frames: np.ndarray, mask: np.ndarray) -> dict[str, np.ndarray]:
+  return {"frames": frames, "mask": mask, "label": np.int32(ex["label"]),
+          **{k: np.bytes_(ex[k]) for k in HOST_FIELDS}}
 
 
-def _preprocess(ex: dict, input_config: ml_collections.ConfigDict, *, train: bool,
-                seed: Optional[tf.Tensor]) -> dict:
-  """Samples, decodes and augments one clip. Output frames uint8 (N, S, S, 3)."""
-  cfg = input_config
-  seeds = (tf.random.experimental.stateless_split(seed, 3) if seed is not None
-           else [None, None, None])
+_CLIP_FIELDS = ("frames", "label", "onset", "apex", "offset") + HOST_FIELDS
+
+
+class ReadRecord(grain.transforms.Map):
+  """Record index -> the fields a clip batch needs, frames still encoded (in Grain's workers).
+
+  With `cache=True` each process keeps the records it has read (encoded, as
+  the old tf.data pipeline's `cache()` did): from the second epoch on a clip
+  costs its decoding only, not a read and a parse.
+  """
+
+  def __init__(self, source: RecordSource, cache: bool = False):
+    self.source = source
+    self.cache = cache
+    self._records: dict[int, dict[str, Any]] = {}
+
+  def __getstate__(self):  # Workers start with an empty cache.
+    return {**self.__dict__, "_records": {}}
+
+  def map(self, element: int) -> dict[str, Any]:
+    record = self._records.get(element)
+    if record is None:
+      full = self.source[element]
+      record = {k: full[k] for k in _CLIP_FIELDS}
+      if self.cache:
+        self._records[element] = record
+    return record
+
+
+def _sample_decode(ex: dict, cfg: ml_collections.ConfigDict, jitter: int,
+                   rng: Optional[np.random.Generator]) -> tuple[np.ndarray, np.ndarray, int]:
   encoded = ex["frames"]
   indices, mask = sample_frame_indices(
-      tf.shape(encoded)[0], ex["onset"], ex["apex"], ex["offset"],
+      len(encoded), int(ex["onset"]), int(ex["apex"]), int(ex["offset"]),
       num_frames=cfg.num_frames, sampling=cfg.sampling, short_clip=cfg.short_clip,
-      jitter=cfg.temporal_jitter if train else 0, seed=seeds[0])
-  frames = tf.map_fn(
-      lambda s: tf.io.decode_image(s, channels=3, expand_animations=False),
-      tf.gather(encoded, indices), fn_output_signature=tf.TensorSpec([None, None, 3], tf.uint8))
-  size = cfg.image_size
-  resize = cfg.get("resize_size", None) or size
-  height, width = tf.shape(frames)[1], tf.shape(frames)[2]
-  scale = resize / tf.cast(tf.minimum(height, width), tf.float32)
-  new_hw = tf.cast(tf.round(tf.cast(tf.stack([height, width]), tf.float32) * scale), tf.int32)
-  new_hw = tf.maximum(new_hw, size)
-  frames = tf.image.resize(frames, new_hw, method="area")
-  if train and cfg.get("random_crop", False):
-    frames = tf.image.stateless_random_crop(frames, [cfg.num_frames, size, size, 3], seeds[1])
-  else:
-    top = (new_hw[0] - size) // 2
-    left = (new_hw[1] - size) // 2
-    frames = frames[:, top:top + size, left:left + size, :]
-  if train and cfg.get("flip", False):
+      jitter=jitter, rng=rng)
+  frames = decode_frames(encoded, indices, where=f"clip {_text(ex['clip_id'])}")
+  return frames, mask, cfg.get("resize_size", None) or cfg.image_size
+
+
+class TrainClip(grain.transforms.RandomMap):
+  """Samples, decodes and augments one training clip. Frames uint8 `(N, S, S, 3)`.
+
+  Every draw (temporal jitter, crop, flip) comes from the element's `rng`,
+  which Grain seeds from the dataset seed and the element's position.
+  """
+
+  def __init__(self, input_config: ml_collections.ConfigDict):
+    self.cfg = input_config
+
+  def random_map(self, element: dict, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    cfg = self.cfg
+    frames, mask, resize = _sample_decode(element, cfg, cfg.temporal_jitter, rng)
+    size = cfg.image_size
+    crop_offset = None
+    if cfg.get("random_crop", False):
+      height, width = frames.shape[1:3]
+      scale = resize / min(height, width)
+      room = (max(int(np.round(height * scale)), size) - size,
+              max(int(np.round(width * scale)), size) - size)
+      crop_offset = (int(rng.integers(0, room[0] + 1)), int(rng.integers(0, room[1] + 1)))
+    frames = resize_and_crop(frames, size=size, resize=resize, crop_offset=crop_offset)
     # One decision per clip: every frame of a clip is flipped or none is.
-    flip = tf.random.stateless_uniform([], seeds[2]) < 0.5
-    frames = tf.cond(flip, lambda: tf.reverse(frames, axis=[2]), lambda: frames)
-  # Padded frames repeat the last valid frame (the indices do): a black frame
-  # would be a step edge that temporal filters (magnification) would amplify.
-  frames = tf.cast(tf.clip_by_value(tf.round(frames), 0, 255), tf.uint8)
-  frames = tf.ensure_shape(frames, [cfg.num_frames, size, size, 3])
-  return {"frames": frames, "mask": mask, "label": tf.cast(ex["label"], tf.int32),
-          **{k: ex[k] for k in HOST_FIELDS}}
+    if cfg.get("flip", False) and rng.random() < 0.5:
+      frames = np.ascontiguousarray(frames[:, :, ::-1])
+    # Padded frames repeat the last valid frame (the indices do): a black frame
+    # would be a step edge that temporal filters (magnification) would amplify.
+    return _clip_features(element, frames, mask)
 
 
-def _records(builder: tfds.core.DatasetBuilder, split: str, subjects: Sequence[str]
-             ) -> tf.data.Dataset:
-  return _metadata_dataset(builder, split).filter(_subject_filter(subjects))
+class EvalClip(grain.transforms.Map):
+  """Samples and decodes one clip for evaluation: no jitter, centre crop, no flip."""
+
+  def __init__(self, input_config: ml_collections.ConfigDict):
+    self.cfg = input_config
+
+  def map(self, element: dict) -> dict[str, np.ndarray]:
+    frames, mask, resize = _sample_decode(element, self.cfg, 0, None)
+    return _clip_features(element, resize_and_crop(frames, size=self.cfg.image_size,
+                                                   resize=resize), mask)
+
+
+def _clip_rows(index: ClipIndex, subjects: Sequence[str]) -> list[int]:
+  return np.flatnonzero(np.isin(index.subject_key, list(subjects))).tolist()
+
+
+class FoldSampler:
+  """An endless sequence of a fold's record indices: epoch e is a permutation seeded by (seed, e).
+
+  `sampler[k]` is a pure function of (seed, k): random access, no state, so
+  step s of a fold is found without drawing steps 0..s-1. (Grain's own
+  `MapDataset.shuffle` gives the same guarantee for datasets of any size,
+  at about 7 ms per element here: the index shuffle, not the clip, was the
+  pipeline's cost. Folds have at most a few thousand clips, so one
+  permutation per epoch is cheap.)
+  """
+
+  def __init__(self, rows: Sequence[int], seed: int):
+    self.rows = np.asarray(rows, np.int64)
+    self.seed = int(seed)
+    self._epoch, self._order = -1, self.rows
+
+  def __len__(self) -> int:
+    return sys.maxsize  # Endless: epochs follow one another.
+
+  def __getitem__(self, k: int) -> int:
+    epoch, position = divmod(int(k), len(self.rows))
+    if epoch != self._epoch:  # Elements are drawn in order: one permutation per epoch.
+      order = np.random.default_rng([self.seed, epoch]).permutation(self.rows)
+      self._epoch, self._order = epoch, order
+    return int(self._order[position])
+
+
+def fold_sampler(index: ClipIndex, subjects: Sequence[str], *, seed: int,
+                 shard_options: Optional[grain.sharding.ShardOptions] = None
+                 ) -> grain.MapDataset:
+  """A fold's endless training stream of record indices: its own clips only, shuffled.
+
+  Each epoch is a fresh permutation of the fold's clips (`FoldSampler`), a
+  pure function of `seed`. With `shard_options` (several hosts) each process
+  draws from its own share of the clips.
+
+  Args:
+    index: the split's clip index.
+    subjects: the fold's training subjects (`dataset/subject` keys).
+    seed: the fold's data seed.
+    shard_options: this process's shard (default: all clips).
+
+  Returns:
+    An infinite `grain.MapDataset` of ints (record positions in the split).
+  """
+  rows = _clip_rows(index, subjects)
+  if not rows:
+    raise ValueError(f"no clips of subjects {list(subjects)[:5]} in the clip index")
+  if shard_options is not None and shard_options.shard_count > 1:
+    rows = rows[shard_options.shard_index::shard_options.shard_count]
+    if not rows:
+      raise ValueError(f"process shard {shard_options.shard_index} of "
+                       f"{shard_options.shard_count} holds no training clip")
+  return grain.MapDataset.source(FoldSampler(rows, seed))
+
+
+def _read_options(input_config: ml_collections.ConfigDict) -> grain.ReadOptions:
+  """Grain's threads (per process) and batches read ahead: `config.input.num_threads`
+  (default: the cores, at most 8) and `config.input.prefetch_batches` (default 2 per thread)."""
+  threads = int(input_config.get("num_threads", None) or min(8, os.cpu_count() or 1))
+  ahead = int(input_config.get("prefetch_batches", None) or 2 * threads)
+  return grain.ReadOptions(num_threads=threads, prefetch_buffer_size=ahead)
+
+
+def _in_workers(ds: grain.IterDataset, input_config: ml_collections.ConfigDict
+                ) -> grain.IterDataset:
+  workers = int(input_config.get("num_workers", 0) or 0)
+  if workers < 0:
+    raise ValueError(f"config.input.num_workers must be >= 0, got {workers}")
+  if workers == 0:
+    return ds  # Grain's threads in this process.
+  if not flags.FLAGS.is_parsed():
+    # Grain's worker start-up reads its absl flags; a program without absl.app
+    # (pytest, a notebook, an argparse script) has not parsed them: use their defaults.
+    flags.FLAGS.mark_as_parsed()
+  return ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=workers))
+
+
+def train_batches(source: RecordSource, sampler: grain.MapDataset,
+                  input_config: ml_collections.ConfigDict, *, batch_size: int, seed: int
+                  ) -> grain.MapDataset:
+  """A fold's endless batches as a random-access `MapDataset` (batch s is `ds[s]`).
+
+  `sampler` is the fold's `fold_sampler`; `seed` seeds the augmentation of
+  each element from its stream position. `config.input.cache_records`
+  (default True) keeps the fold's encoded records in memory after the first
+  epoch (`ReadRecord`). Batches hold `frames` uint8
+  `(B, N, S, S, 3)`, `mask` bool `(B, N)`, `label` int32 `(B,)` and the host
+  fields `clip_id`, `subject`, `dataset` (bytes `(B,)`).
+  """
+  cache = bool(input_config.get("cache_records", True))
+  return (sampler.map(ReadRecord(source, cache=cache))
+          .random_map(TrainClip(input_config), seed=seed)
+          .batch(batch_size, drop_remainder=True))
+
+
+class TrainIterator:
+  """The training batches of one fold from a start step, with a checkpointable state.
+
+  `get_state()` is JSON: the step the stream was opened at and Grain's iterator
+  state. `set_state` (from a checkpoint) reopens the stream at that step and
+  restores Grain's position: the next batch is the one after the last batch
+  consumed before the save, nothing is replayed.
+  """
+
+  def __init__(self, batches: grain.MapDataset, input_config: ml_collections.ConfigDict,
+               start_step: int = 0):
+    self._batches = batches
+    self._config = input_config
+    self._open(start_step)
+
+  def _open(self, start_step: int) -> None:
+    self._start_step = int(start_step)
+    ds = self._batches[self._start_step:].to_iter_dataset(_read_options(self._config))
+    self._iterator = iter(_in_workers(ds, self._config))
+
+  def __iter__(self) -> "TrainIterator":
+    return self
+
+  def __next__(self) -> dict[str, np.ndarray]:
+    return next(self._iterator)
+
+  def get_state(self) -> dict[str, Any]:
+    return {"start_step": self._start_step, "grain": self._iterator.get_state()}
+
+  def set_state(self, state: dict[str, Any]) -> None:
+    if not isinstance(state, dict) or set(state) != {"start_step", "grain"}:
+      raise ValueError(f"not a mer_jax data iterator state: {str(state)[:200]}")
+    self._open(state["start_step"])
+    self._iterator.set_state(state["grain"])
 
 
 def create_train_dataset(builder: tfds.core.DatasetBuilder, split: str,
                          subjects: Sequence[str], input_config: ml_collections.ConfigDict, *,
                          batch_size: int, seed: int, start_step: int = 0,
-                         process_index: int = 0, process_count: int = 1) -> tf.data.Dataset:
+                         process_index: int = 0, process_count: int = 1,
+                         index: Optional[ClipIndex] = None,
+                         data_state: Optional[dict] = None) -> TrainIterator:
   """Endless shuffled, augmented training batches of this process's share of `subjects`.
 
   Args:
     batch_size: examples per batch on this process.
     seed: fixes the shuffle order and every augmentation draw.
-    start_step: batches to skip (resume); the records are skipped still encoded.
+    start_step: the first batch is batch `start_step` of the stream (resume
+      without a saved data state; nothing before it is read).
+    process_index, process_count: this process's share of the clips.
+    index: the split's clip index (read here if not given).
+    data_state: a `TrainIterator.get_state()` from a checkpoint; overrides
+      `start_step`.
+
+  Returns:
+    A `TrainIterator` of numpy batches (see `train_batches`).
   """
-  ds = _records(builder, split, subjects)
-  ds = ds.shard(process_count, process_index).cache()
-  ds = ds.repeat().shuffle(input_config.get("shuffle_buffer", 1024), seed=seed,
-                           reshuffle_each_iteration=True)
-  ds = ds.enumerate().skip(start_step * batch_size)
-  ds = ds.map(
-      lambda i, ex: _preprocess(ex, input_config, train=True,
-                                seed=tf.stack([tf.constant(seed, tf.int64), i])),
-      num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-  ds = ds.batch(batch_size, drop_remainder=True)
-  options = tf.data.Options()
-  options.deterministic = True
-  return ds.with_options(options).prefetch(tf.data.AUTOTUNE)
+  source = records(builder, split)
+  index = index if index is not None else read_clip_index(builder, split)
+  shard = grain.sharding.ShardOptions(shard_index=process_index, shard_count=process_count)
+  sampler = fold_sampler(index, subjects, seed=seed, shard_options=shard)
+  iterator = TrainIterator(train_batches(source, sampler, input_config, batch_size=batch_size,
+                                         seed=seed), input_config, start_step)
+  if data_state is not None:
+    iterator.set_state(data_state)
+  return iterator
 
 
 def create_eval_dataset(builder: tfds.core.DatasetBuilder, split: str, subjects: Sequence[str],
-                        input_config: ml_collections.ConfigDict, *, batch_size: int
-                        ) -> tf.data.Dataset:
-  """Every clip of `subjects` once, in record order; the last batch may be short."""
-  ds = _records(builder, split, subjects)
-  ds = ds.map(lambda ex: _preprocess(ex, input_config, train=False, seed=None),
-              num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-  return ds.batch(batch_size, drop_remainder=False).prefetch(tf.data.AUTOTUNE)
+                        input_config: ml_collections.ConfigDict, *, batch_size: int,
+                        index: Optional[ClipIndex] = None) -> grain.IterDataset:
+  """Every clip of `subjects` once, in record order; the last batch may be short.
+
+  Returns:
+    A `grain.IterDataset` of numpy batches (fields as `train_batches`).
+  """
+  source = records(builder, split)
+  index = index if index is not None else read_clip_index(builder, split)
+  rows = _clip_rows(index, subjects)
+  if not rows:
+    raise ValueError(f"no clips for subjects {list(subjects)} in split {split!r}")
+  ds = (grain.MapDataset.source(rows).map(ReadRecord(source)).map(EvalClip(input_config))
+        .batch(batch_size, drop_remainder=False))
+  return ds.to_iter_dataset(_read_options(input_config))
 
 
 def pad_batch(batch: dict[str, np.ndarray], batch_size: int) -> dict[str, np.ndarray]:
@@ -436,33 +813,59 @@ def shard_for_devices(batch: dict[str, np.ndarray], *, mode: str,
   return {k: jax.make_array_from_process_local_data(sharding, v) for k, v in batch.items()}
 
 
-def prefetch_to_devices(batches: Iterator[dict[str, np.ndarray]], *, mode: str,
-                        mesh: jax.sharding.Mesh, size: int = 2
-                        ) -> Iterator[dict[str, jax.Array]]:
-  """Moves batches to the devices from a background thread, `size` batches ahead.
+class DevicePrefetcher:
+  """Batches on the devices, `size` ahead, moved by a background thread.
 
   (flax.jax_utils.prefetch_to_device is synchronous and pmap-only; this one
   serves both step modes and overlaps the transfer with the running step.)
+  `data_state` is the host iterator's state right after the last batch this
+  prefetcher handed out (None if the iterator has no `get_state`): what a
+  checkpoint must store, since the thread reads ahead of the training loop.
   """
-  buffer: queue.Queue = queue.Queue(maxsize=size)
-  done = object()
 
-  def producer():
-    try:
-      for batch in batches:
-        buffer.put(shard_for_devices(device_arrays(batch), mode=mode, mesh=mesh))
-      buffer.put(done)
-    except BaseException as e:  # Re-raised in the consumer so errors are not lost.
-      buffer.put(e)
+  _DONE = object()
 
-  threading.Thread(target=producer, daemon=True).start()
-  while True:
-    item = buffer.get()
-    if item is done:
-      return
+  def __init__(self, batches: Iterator[dict[str, np.ndarray]], *, mode: str,
+               mesh: jax.sharding.Mesh, size: int = 2):
+    self._buffer: queue.Queue = queue.Queue(maxsize=size)
+    self.data_state: Optional[dict] = None
+    self._finished = False
+
+    def producer():
+      try:
+        iterator = iter(batches)
+        get_state = getattr(iterator, "get_state", None)
+        for batch in iterator:
+          state = get_state() if get_state is not None else None
+          self._buffer.put((shard_for_devices(device_arrays(batch), mode=mode, mesh=mesh),
+                            state))
+        self._buffer.put(self._DONE)
+      except BaseException as e:  # Re-raised in the consumer so errors are not lost.
+        self._buffer.put(e)
+
+    threading.Thread(target=producer, daemon=True).start()
+
+  def __iter__(self) -> "DevicePrefetcher":
+    return self
+
+  def __next__(self) -> dict[str, jax.Array]:
+    if self._finished:
+      raise StopIteration
+    item = self._buffer.get()
+    if item is self._DONE:
+      self._finished = True
+      raise StopIteration
     if isinstance(item, BaseException):
+      self._finished = True
       raise item
-    yield item
+    batch, self.data_state = item
+    return batch
+
+
+def prefetch_to_devices(batches: Iterator[dict[str, np.ndarray]], *, mode: str,
+                        mesh: jax.sharding.Mesh, size: int = 2) -> DevicePrefetcher:
+  """Moves batches to the devices from a background thread, `size` batches ahead."""
+  return DevicePrefetcher(batches, mode=mode, mesh=mesh, size=size)
 
 
 def class_weights(index: ClipIndex, subjects: Sequence[str], num_classes: int) -> np.ndarray:

@@ -44,7 +44,6 @@ from absl import logging
 import jax
 import ml_collections
 import numpy as np
-import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from mer_jax import gradcam
@@ -150,13 +149,9 @@ def _match_input_geometry(mask: np.ndarray, input_config: ml_collections.ConfigD
   """Resizes and centre-crops a record-sized mask as the eval pipeline does the frames."""
   size = input_config.image_size
   resize = input_config.get("resize_size", None) or size
-  height, width = mask.shape
-  scale = resize / min(height, width)
-  new_hw = [max(int(round(height * scale)), size), max(int(round(width * scale)), size)]
-  resized = tf.image.resize(tf.constant(mask, tf.float32)[..., None], new_hw,
-                            method="area")[..., 0].numpy()
-  top, left = (new_hw[0] - size) // 2, (new_hw[1] - size) // 2
-  return (resized[top:top + size, left:left + size] >= 0.5).astype(np.uint8)
+  resized = input_pipeline.resize_and_crop(np.asarray(mask, np.float32)[None, ..., None],
+                                           size=size, resize=resize)[0, ..., 0]
+  return (resized >= 0.5).astype(np.uint8)
 
 
 # --------------------------------------------------------------------------------------------
@@ -215,7 +210,7 @@ def read_clips(builder: tfds.core.DatasetBuilder, config: ml_collections.ConfigD
   found: dict[str, dict[str, Any]] = {}
   ds = input_pipeline.create_eval_dataset(builder, split, sorted(set(subjects)), config.input,
                                           batch_size=batch_size)
-  for batch in ds.as_numpy_iterator():
+  for batch in ds:
     for i, clip in enumerate(batch["clip_id"]):
       clip = clip.decode()
       if clip in wanted:
@@ -235,13 +230,12 @@ def read_clips(builder: tfds.core.DatasetBuilder, config: ml_collections.ConfigD
     source = "motion_mask"
     motion = {}
     # Metadata and masks only: the frames stay encoded.
-    records = builder.as_dataset(split=split, shuffle_files=False,
-                                 decoders={"frames": tfds.decode.SkipDecoding()})
-    table = tf.constant(sorted(wanted))
-    records = records.filter(lambda ex: tf.reduce_any(tf.equal(ex["clip_id"], table)))
-    for ex in records.map(lambda ex: {"clip_id": ex["clip_id"],
-                                      "motion_mask": ex["motion_mask"]}).as_numpy_iterator():
-      motion[ex["clip_id"].decode()] = _match_input_geometry(ex["motion_mask"], config.input)
+    records = input_pipeline.records(builder, split)
+    for i in range(len(records)):
+      ex = records[i]
+      clip = ex["clip_id"].decode() if isinstance(ex["clip_id"], bytes) else ex["clip_id"]
+      if clip in wanted:
+        motion[clip] = _match_input_geometry(ex["motion_mask"], config.input)
     regions = np.stack([motion[c] for c in clip_ids])
   else:
     source = "face_prior"

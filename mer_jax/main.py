@@ -84,12 +84,6 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Too many command-line arguments: {argv[1:]}")
   logs.quiet_library_logs()
-  try:
-    # Keep TensorFlow (it only reads records) off any accelerator, where it is installed.
-    import tensorflow as tf  # pylint: disable=import-outside-toplevel
-    tf.config.set_visible_devices([], "GPU")
-  except ImportError:
-    pass
   initialize_distributed(FLAGS.config)
   from mer_jax import checkpoints  # pylint: disable=import-outside-toplevel
   from mer_jax import train  # pylint: disable=import-outside-toplevel

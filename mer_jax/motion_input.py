@@ -130,43 +130,45 @@ def load_flow_features(config, index) -> FlowFeatures:
                       computed=cache.computed)
 
 
-def normalize(maps: np.ndarray, mode: str = "minmax", *, max_flow: float = 2.0) -> np.ndarray:
+def normalize(maps, mode: str = "minmax", *, max_flow: float = 2.0, xp=np):
   """Per-sample scaling of `(B, S, S, C)` maps to [0, 1].
 
   "minmax": each sample's channel minus its minimum over its maximum range
   (the field's convention; a constant channel becomes 0). "fixed": u, v in
   [-max_flow, max_flow] pixels and strain in [0, max_flow] mapped linearly to
   [0, 1] and clipped (keeps magnitudes comparable between clips).
+
+  `xp` is the array namespace: NumPy on the host, `jax.numpy` on the device
+  (`mer_jax.fold_parallel`); one formula for both, so both paths agree.
   """
-  maps = maps.astype(np.float32)
+  maps = maps.astype(xp.float32)
   if mode == "minmax":
     low = maps.min(axis=(1, 2), keepdims=True)
     span = maps.max(axis=(1, 2), keepdims=True) - low
-    return np.where(span > 0, (maps - low) / np.maximum(span, 1e-12), 0.0).astype(np.float32)
+    # A reciprocal then a product, written out: XLA rewrites a division by a broadcast value
+    # that way, so the host (NumPy) and the device compute the same bits.
+    inverse = (1.0 / xp.maximum(span, 1e-12)).astype(xp.float32)
+    return xp.where(span > 0, (maps - low) * inverse, 0.0).astype(xp.float32)
   if mode != "fixed":
     raise ValueError(f"config.flow.normalize must be one of {NORMALIZATIONS}, got {mode!r}")
-  out = np.empty_like(maps)
-  for c in range(maps.shape[-1]):
-    if c % 3 == 2:  # Strain: non-negative.
-      out[..., c] = maps[..., c] / max_flow
-    else:
-      out[..., c] = (maps[..., c] + max_flow) / (2 * max_flow)
-  return np.clip(out, 0.0, 1.0)
+  strain = xp.arange(maps.shape[-1]) % 3 == 2  # Strain is non-negative; u, v are signed.
+  scaled = xp.where(strain, maps / max_flow, (maps + max_flow) / (2 * max_flow))
+  return xp.clip(scaled, 0.0, 1.0).astype(xp.float32)
 
 
-def _flip(maps: np.ndarray) -> np.ndarray:
-  """Mirrors `(S, S, C)` maps left-right; u (channels 0, 3) changes sign."""
-  flipped = maps[:, ::-1].copy()
-  for c in range(0, maps.shape[-1], 3):
-    flipped[..., c] = -flipped[..., c]
-  return flipped
+def flip_maps(maps, flips, *, xp=np):
+  """Mirrors left-right the `(B, S, S, C)` maps whose `flips` `(B,)` is True; u (channels 0, 3)
+  changes sign. `xp`: NumPy or `jax.numpy`."""
+  sign = xp.where(xp.arange(maps.shape[-1]) % 3 == 0, -1.0, 1.0).astype(maps.dtype)
+  mirrored = maps[:, :, ::-1, :] * sign
+  return xp.where(flips[:, None, None, None], mirrored, maps)
 
 
 def _batch(features: FlowFeatures, index, rows: np.ndarray, flips: Optional[np.ndarray],
            normalization: str) -> dict:
   maps = features.features[rows]
   if flips is not None:
-    maps = np.stack([_flip(m) if f else m for m, f in zip(maps, flips)])
+    maps = flip_maps(maps, flips)
   return {
       "frames": normalize(maps, normalization)[:, None],
       "mask": np.ones((len(rows), 1), bool),
@@ -177,31 +179,65 @@ def _batch(features: FlowFeatures, index, rows: np.ndarray, flips: Optional[np.n
   }
 
 
+class TrainSchedule:
+  """Which clips (and flips) a fold's training steps draw: a pure function of (seed, step).
+
+  Step s (0-based) holds positions `s * batch_size .. (s + 1) * batch_size - 1`
+  of an endless sequence of epochs over the fold's training clips, each epoch a
+  permutation drawn from (seed, epoch); the flips of step s are drawn from
+  (seed, 1, s). So step s is the same batch whether a run started at 0 or
+  resumed at s, and the serial trainer (host batches) and the fold-parallel
+  one (`mer_jax.fold_parallel`, batches gathered on the device) draw the same.
+  """
+
+  def __init__(self, index, subjects: Sequence[str], *, batch_size: int, seed: int,
+               flip: bool = True):
+    self.rows = np.flatnonzero(np.isin(index.subject_key, list(subjects)))
+    if not len(self.rows):
+      raise ValueError(f"no clips for training subjects {list(subjects)[:5]}")
+    self.batch_size = batch_size
+    self.seed = seed
+    self.flip = flip
+    self._permutations: dict[int, np.ndarray] = {}
+
+  def step(self, step: int) -> tuple[np.ndarray, Optional[np.ndarray]]:
+    """`(rows (batch_size,) int64 into the clip index, flips (batch_size,) bool or None)`."""
+    n = len(self.rows)
+    positions = step * self.batch_size + np.arange(self.batch_size)
+    epochs = positions // n
+    chosen = np.empty(self.batch_size, np.int64)
+    for epoch in np.unique(epochs):
+      epoch = int(epoch)
+      if epoch not in self._permutations:
+        # Keep only the epochs in use: a long run must not hold every permutation.
+        self._permutations = {e: p for e, p in self._permutations.items() if e >= epoch - 1}
+        self._permutations[epoch] = np.random.default_rng([self.seed, epoch]).permutation(n)
+      where = epochs == epoch
+      chosen[where] = self.rows[self._permutations[epoch][positions[where] % n]]
+    flips = ((np.random.default_rng([self.seed, 1, step]).random(self.batch_size) < 0.5)
+             if self.flip else None)
+    return chosen, flips
+
+  def steps(self, first: int, count: int) -> tuple[np.ndarray, np.ndarray]:
+    """Steps `first .. first + count - 1`: rows `(count, batch_size)` int32, flips bool."""
+    rows = np.empty((count, self.batch_size), np.int32)
+    flips = np.zeros((count, self.batch_size), bool)
+    for t in range(count):
+      r, f = self.step(first + t)
+      rows[t] = r
+      if f is not None:
+        flips[t] = f
+    return rows, flips
+
+
 def train_batches(features: FlowFeatures, index, subjects: Sequence[str], *, batch_size: int,
                   seed: int, start_step: int = 0, flip: bool = True,
                   normalization: str = "minmax") -> Iterator[dict]:
-  """Endless training batches of `subjects`' clips from step `start_step` on.
-
-  Step s holds positions `s * batch_size .. (s + 1) * batch_size - 1` of an
-  endless sequence of epochs, each a permutation drawn from (seed, epoch):
-  a pure function of (seed, step), so resuming needs no replay.
-  """
-  rows = np.flatnonzero(np.isin(index.subject_key, list(subjects)))
-  if not len(rows):
-    raise ValueError(f"no clips for training subjects {list(subjects)[:5]}")
-  n = len(rows)
-  permutations: dict[int, np.ndarray] = {}
+  """Endless training batches of `subjects`' clips from step `start_step` on (`TrainSchedule`)."""
+  schedule = TrainSchedule(index, subjects, batch_size=batch_size, seed=seed, flip=flip)
   step = start_step
   while True:
-    positions = step * batch_size + np.arange(batch_size)
-    epochs = positions // n
-    chosen = np.empty(batch_size, np.int64)
-    for epoch in np.unique(epochs):
-      if epoch not in permutations:
-        permutations = {epoch: np.random.default_rng([seed, int(epoch)]).permutation(n)}
-      where = epochs == epoch
-      chosen[where] = rows[permutations[epoch][positions[where] % n]]
-    flips = (np.random.default_rng([seed, 1, step]).random(batch_size) < 0.5) if flip else None
+    chosen, flips = schedule.step(step)
     yield _batch(features, index, chosen, flips, normalization)
     step += 1
 

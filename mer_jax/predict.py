@@ -23,7 +23,8 @@ def predict(steps: steps_lib.Steps, state: TrainState, builder, split: str,
             mesh: jax.sharding.Mesh, flow_features=None, index=None) -> list[dict]:
   """Predictions for every clip of `subjects`, in record order.
 
-  Frames come from the records (`input_pipeline.create_eval_dataset`); with
+  Frames come from the records (`input_pipeline.create_eval_dataset`, Grain,
+  no TensorFlow; `index` saves re-reading the clip index); with
   `flow_features` (`motion_input.FlowFeatures`, and the clip `index` they
   follow) the model reads those instead.
 
@@ -37,7 +38,7 @@ def predict(steps: steps_lib.Steps, state: TrainState, builder, split: str,
                                         normalization=config.flow.normalize)
   else:
     batches = input_pipeline.create_eval_dataset(builder, split, subjects, config.input,
-                                                 batch_size=local_batch).as_numpy_iterator()
+                                                 batch_size=local_batch, index=index)
   records = []
   for batch in batches:
     batch = input_pipeline.pad_batch(batch, local_batch)

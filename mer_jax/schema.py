@@ -8,7 +8,7 @@ Core fields (every builder):
 
 | field            | type / shape                 | meaning                                                    |
 |------------------|------------------------------|------------------------------------------------------------|
-| `frames`         | uint8 video `(T, H, W, 3)`   | RGB frames of the clip, in temporal order, encoded per frame |
+| `frames`         | Sequence(Image) -> uint8 `(T, H, W, 3)` | RGB frames of the clip, in temporal order, PNG or JPEG each |
 | `label`          | ClassLabel (`CLASS_NAMES`)   | 3-class MEGC2019 label: negative / positive / surprise      |
 | `subject`        | string                       | subject id as the dataset writes it (`sub01`, `006`, `s3`)  |
 | `clip_id`        | string                       | unique within the dataset (`sub01/EP02_01f`)                |
@@ -35,6 +35,14 @@ Ground truth only the synthetic benchmark has (`with_ground_truth=True`):
 
 Per-dataset extras (e.g. `objective_class` for SAMM and CAS(ME)^3) go through
 `extra_features`.
+
+Records are ArrayRecord files (`RECORD_FORMAT`), read by index without
+TensorFlow (`tfds.data_source`, Grain). Frames are a `Sequence(Image)` of
+already encoded PNG/JPEG bytes (`encode_frames`), not a `tfds.features.Video`:
+`Video` needs TensorFlow even to be constructed, and the input pipeline
+decodes only the frames it samples (OpenCV), so records stay readable on
+machines without TensorFlow. Builders encode with OpenCV; TFDS stores the
+bytes as they are.
 """
 
 from __future__ import annotations
@@ -54,6 +62,9 @@ APEX_SOURCES: tuple[str, ...] = (
     "midpoint_repaired",  # annotated apex unusable ('/', outside [onset, offset]): midpoint
     "nearest_frame",      # annotated apex frame missing on disk: nearest existing frame
 )
+
+# The file format every builder writes: random access by index, no TensorFlow to read.
+RECORD_FORMAT = "array_record"
 
 CORE_FIELDS: tuple[str, ...] = (
     "frames", "label", "subject", "clip_id", "dataset", "fps",
@@ -87,8 +98,8 @@ def features(
   if encoding_format not in ("png", "jpeg"):
     raise ValueError(f"encoding_format must be 'png' or 'jpeg', got {encoding_format!r}")
   feats = {
-      "frames": tfds.features.Video(
-          shape=(None, height, width, 3), encoding_format=encoding_format),
+      "frames": tfds.features.Sequence(
+          tfds.features.Image(shape=(height, width, 3), encoding_format=encoding_format)),
       "label": tfds.features.ClassLabel(names=list(CLASS_NAMES)),
       "subject": tfds.features.Text(),
       "clip_id": tfds.features.Text(),
@@ -111,6 +122,36 @@ def features(
       raise ValueError(f"extra feature {name!r} clashes with a core schema field")
     feats[name] = feature
   return tfds.features.FeaturesDict(feats)
+
+
+def encode_frames(frames, encoding_format: str = "png", *, jpeg_quality: int = 95
+                  ) -> list[bytes]:
+  """Encodes RGB uint8 frames `(T, H, W, 3)` (or `(T, H, W, 1)`/uint16 for depth) with OpenCV.
+
+  The bytes go into a `Sequence(Image)` feature unchanged, so writing a record
+  needs no TensorFlow (TFDS would encode NumPy images with TF) and OpenCV's
+  encoders are several times faster than TF's per-frame ones.
+
+  Raises:
+    ValueError: an unknown format, or a frame OpenCV cannot encode.
+  """
+  import cv2  # pylint: disable=import-outside-toplevel  (the constants above need no OpenCV)
+
+  if encoding_format not in ("png", "jpeg"):
+    raise ValueError(f"encoding_format must be 'png' or 'jpeg', got {encoding_format!r}")
+  params = [cv2.IMWRITE_JPEG_QUALITY, jpeg_quality] if encoding_format == "jpeg" else []
+  encoded = []
+  for t, frame in enumerate(frames):
+    frame = np.asarray(frame)
+    if frame.ndim == 3 and frame.shape[-1] == 3:
+      frame = frame[..., ::-1]  # OpenCV writes BGR.
+    ok, data = cv2.imencode(f".{'jpg' if encoding_format == 'jpeg' else 'png'}",
+                            np.ascontiguousarray(frame), params)
+    if not ok:
+      raise ValueError(f"OpenCV cannot encode frame {t} (shape {frame.shape}, dtype "
+                       f"{frame.dtype}) as {encoding_format}")
+    encoded.append(data.tobytes())
+  return encoded
 
 
 def validate_example(example: Mapping[str, object], *, where: str = "example") -> None:

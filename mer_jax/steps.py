@@ -63,27 +63,33 @@ def train_step(state: TrainState, batch: dict, rng: jax.Array, class_weights: jn
     rng: dropout key, the same on every device (folded with the device index).
     class_weights: (num_classes,) float32 loss weight per class.
 
-  Gradients, BatchNorm statistics and metrics are averaged over the "data" axis
-  with `lax.pmean`, so every device ends with the same state.
+  The loss is the class-weighted mean over the global batch (the same for any
+  number of shards); gradients are summed and BatchNorm statistics and metrics
+  averaged over the "data" axis, so every device ends with the same state.
   """
   rng = jax.random.fold_in(rng, jax.lax.axis_index(AXIS))
   weights = class_weights[batch["label"]]
+  # The class-weighted mean over the *global* batch: each shard's weighted sum over the
+  # total weight of every shard, gradients summed. A mean of per-shard means would change
+  # with the number of shards whenever shards carry different total weights.
+  total_weight = jax.lax.psum(jnp.sum(weights), AXIS)
 
   def loss_fn(params):
     logits, updates = state.apply_fn(
         {"params": params, "batch_stats": state.batch_stats}, batch["frames"], batch["mask"],
         train=True, rngs={"dropout": rng}, mutable=["batch_stats"])
     per_clip = clip_loss(logits, batch["label"], batch["mask"], label_smoothing)
-    loss = jnp.sum(per_clip * weights) / jnp.maximum(jnp.sum(weights), 1e-6)
+    loss = jnp.sum(per_clip * weights) / jnp.maximum(total_weight, 1e-6)
     return loss, (logits, updates)
 
   (loss, (logits, updates)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-  grads = jax.lax.pmean(grads, AXIS)
+  grads = jax.lax.psum(grads, AXIS)
+  loss = jax.lax.psum(loss, AXIS)
   batch_stats = jax.lax.pmean(updates.get("batch_stats", state.batch_stats), AXIS)
   new_state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
   predictions = jnp.argmax(clip_probabilities(logits, batch["mask"]), axis=-1)
   metrics = {
-      "loss": jax.lax.pmean(loss, AXIS),
+      "loss": loss,
       "accuracy": jax.lax.pmean(jnp.mean(predictions == batch["label"]), AXIS),
       "grad_norm": optax.tree.norm(grads),
       # The loss is computed before the update; the updated parameters are

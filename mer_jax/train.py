@@ -34,9 +34,7 @@ import time
 from typing import Optional
 
 from absl import logging
-from clu import metric_writers
 from clu import parameter_overview
-from clu import periodic_actions
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -45,8 +43,10 @@ import numpy as np
 from mer_jax import checkpoints
 from mer_jax import config_checks
 from mer_jax import evaluation
+from mer_jax import fold_parallel
 from mer_jax import input_pipeline
 from mer_jax import layer_selection
+from mer_jax import metric_writers
 from mer_jax import motion_input
 from mer_jax import predict as predict_lib
 from mer_jax import schema
@@ -63,7 +63,8 @@ class NonFiniteLossError(FloatingPointError):
 def train_fold(config: ml_collections.ConfigDict, fold: input_pipeline.Fold, fold_index: int,
                builder, index: input_pipeline.ClipIndex, workdir: workdir_lib.Workdir, mesh,
                writer, steps: steps_lib.Steps,
-               flow_features: Optional[motion_input.FlowFeatures] = None) -> list[dict]:
+               flow_features: Optional[motion_input.FlowFeatures] = None,
+               run_progress: Optional[metric_writers.LosoProgress] = None) -> list[dict]:
   """Trains one fold (resuming from its latest good checkpoint); returns its test predictions."""
   # --- Set-up: the fold's config (l_s chosen on its training subjects if "auto"), model, state.
   config = layer_selection.config_for_fold(config, builder, fold, fold_index, workdir)
@@ -79,8 +80,10 @@ def train_fold(config: ml_collections.ConfigDict, fold: input_pipeline.Fold, fol
   manager = checkpoints.create_manager(workdir.checkpoints_dir(fold.name),
                                        validation_selection=config.model_selection == "validation")
   restored, start_step = checkpoints.restore_latest(manager, jax.tree.map(np.asarray, state))
+  data_state = None  # The data iterator's position saved with the state (frames input).
   if restored is not None:
     state = restored
+    data_state = checkpoints.restore_data_state(manager, start_step)
     logging.info("fold %s: resumed from step %d", fold.name, start_step)
 
   # --- Loop: the fold's training stream, from `start_step`, one device step at a time.
@@ -98,15 +101,16 @@ def train_fold(config: ml_collections.ConfigDict, fold: input_pipeline.Fold, fol
     host_batches = input_pipeline.create_train_dataset(
         builder, config.dataset.split, fold.train_subjects, config.input, batch_size=local_batch,
         seed=train_state.fold_seed(config, fold_index), start_step=start_step,
-        process_index=jax.process_index(),
-        process_count=jax.process_count()).as_numpy_iterator()
+        process_index=jax.process_index(), process_count=jax.process_count(), index=index,
+        data_state=data_state)
   batches = input_pipeline.prefetch_to_devices(host_batches, mode=mode, mesh=mesh)
   device_state = steps_lib.place_state(state, mode, mesh)
 
   num_steps = config.num_train_steps
   global_offset = fold_index * num_steps
-  progress = periodic_actions.ReportProgress(num_train_steps=num_steps, writer=writer,
-                                             every_steps=config.log_every_steps)
+  progress = metric_writers.FoldProgress(
+      num_train_steps=num_steps, every_steps=config.log_every_steps, fold=fold.name,
+      fold_index=fold_index, run=run_progress, writer=writer, global_offset=global_offset)
   pending: Optional[tuple[int, dict]] = None  # Metrics read one step late: keeps dispatch async.
 
   def check(step: int, metrics: dict) -> dict:
@@ -132,7 +136,7 @@ def train_fold(config: ml_collections.ConfigDict, fold: input_pipeline.Fold, fol
       metrics = {"validation_uf1": evaluation.pooled_report(val)["overall"]["uf1"]}
       writer.write_scalars(global_offset + step, {f"{fold.name}/validation_uf1":
                                                   metrics["validation_uf1"]})
-    checkpoints.save(manager, step, host, metrics)
+    checkpoints.save(manager, step, host, metrics, data_state=batches.data_state)
 
   for step in range(start_step + 1, num_steps + 1):
     batch = next(batches)
@@ -180,6 +184,84 @@ def train_fold(config: ml_collections.ConfigDict, fold: input_pipeline.Fold, fol
   return predictions
 
 
+def _train_folds_serially(config, folds, builder, index, flow_features, run_dir, identity,
+                          writer, mesh, steps) -> list[dict]:
+  """Every fold one after another (finished ones read back); their test predictions."""
+  predictions = []
+  trained_seconds = []
+  run_progress = metric_writers.LosoProgress(num_folds=len(folds),
+                                             num_train_steps=config.num_train_steps)
+  for fold_index, fold in enumerate(folds):  # Finished earlier: not counted in the run ETA.
+    if os.path.exists(run_dir.predictions_json(fold.name)):
+      run_progress.mark_done(fold_index)
+  for fold_index, fold in enumerate(folds):
+    test_clips = index.clip_id[index.subject_key == fold.test_subject].tolist()
+    done = run_dir.read_fold_predictions(fold.name, identity.digest, test_clips)
+    if done is not None:
+      predictions += done
+      logging.info("fold %s (%d of %d): already done, predictions read from %s", fold.name,
+                   fold_index + 1, len(folds), run_dir.predictions_json(fold.name))
+      continue
+    fold_start = time.time()
+    fold_predictions = train_fold(config, fold, fold_index, builder, index, run_dir, mesh,
+                                  writer, steps, flow_features, run_progress=run_progress)
+    if jax.process_index() == 0:
+      run_dir.write_fold_predictions(fold.name, identity.digest, fold_predictions)
+    predictions += fold_predictions
+    trained_seconds.append(time.time() - fold_start)
+    run_progress.mark_done(fold_index, trained_seconds[-1])
+    remaining = sum(1 for f in folds[fold_index + 1:]
+                    if not os.path.exists(run_dir.predictions_json(f.name)))
+    fold_report = evaluation.pooled_report(fold_predictions)["overall"]
+    logging.info("fold %s (%d of %d): test accuracy %.3f on %d clips; %.0f s; run ETA %.0f s",
+                 fold.name, fold_index + 1, len(folds), fold_report["accuracy"],
+                 fold_report["num_samples"], trained_seconds[-1],
+                 remaining * float(np.mean(trained_seconds)))
+  return predictions
+
+
+def _train_folds_in_parallel(config, folds, index, flow_features, run_dir, identity,
+                             writer) -> tuple[list[dict], dict]:
+  """Chunks of folds x seeds trained as one program each (`mer_jax.fold_parallel`).
+
+  Returns the first seed's predictions (pooled as a serial run's) and the
+  per-seed summary (`fold_parallel.seed_summary`).
+  """
+  chunks = fold_parallel.plan_chunks(config, folds)
+  by_seed: dict[int, list[dict]] = {s: [] for s in fold_parallel.run_seeds(config)}
+  chunk_seconds = []
+  for c, members in enumerate(chunks):
+    done = [run_dir.read_fold_predictions(
+        m.name, identity.digest, index.clip_id[index.subject_key == m.fold.test_subject].tolist())
+            for m in members]
+    if all(d is not None for d in done):
+      logging.info("chunk %d of %d: already done (%d member(s))", c + 1, len(chunks),
+                   len(members))
+    else:
+      began = time.time()
+
+      def progress(step, num_steps, rate, c=c, began=began):
+        elapsed = time.time() - began
+        chunk_eta = elapsed / step * (num_steps - step) if step else float("nan")
+        per_chunk = (float(np.mean(chunk_seconds)) if chunk_seconds
+                     else elapsed / max(step, 1) * num_steps)
+        logging.info("chunk %d of %d (%d member(s)): step %d of %d, %.1f member-steps/s; "
+                     "chunk ETA %.0f s, run ETA %.0f s", c + 1, len(chunks), len(members),
+                     step, num_steps, rate, chunk_eta,
+                     chunk_eta + per_chunk * (len(chunks) - c - 1))
+
+      done = fold_parallel.train_chunk(config, members, index, flow_features,
+                                       run_dir.checkpoints_dir(f"chunk{c:03d}"), writer=writer,
+                                       progress=progress)
+      for m, member_predictions in zip(members, done):
+        run_dir.write_fold_predictions(m.name, identity.digest, member_predictions)
+      chunk_seconds.append(time.time() - began)
+    for m, member_predictions in zip(members, done):
+      by_seed[m.seed] += member_predictions
+  first = fold_parallel.run_seeds(config)[0]
+  return by_seed[first], fold_parallel.seed_summary(by_seed)
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Runs LOSO training and evaluation and writes the reports into `workdir`.
 
@@ -214,6 +296,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   folds = input_pipeline.loso_folds(index, folds=config.folds,
                                     num_validation_subjects=config.num_validation_subjects,
                                     seed=config.seed)
+  if fold_parallel.uses_device_loop(config):
+    fold_parallel.check_plan(config, folds, jax.device_count())
   logging.info("%d LOSO fold(s) over %d subjects, %d clips; %d device(s), step_mode=%s",
                len(folds), len(index.subjects), len(index), jax.device_count(), config.step_mode)
   flow_features = None
@@ -223,36 +307,19 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                  flow_features.features.shape, flow_features.cache_path,
                  "computed" if flow_features.computed else "reused", flow_features.apex_sources)
 
-  writer = metric_writers.create_default_writer(workdir, just_logging=not is_main)
+  writer = metric_writers.create_writer(workdir, just_logging=not is_main)
   mesh = jax.sharding.Mesh(np.array(jax.devices()), (steps_lib.AXIS,))
   steps = steps_lib.compile_steps(config.step_mode, mesh, label_smoothing=config.label_smoothing)
 
-  # Folds: finished ones are read back (verified), the others trained.
+  # Folds: finished ones are read back (verified), the others trained (one by one, or
+  # several folds and seeds at once as one program: mer_jax.fold_parallel).
   start = time.time()
-  predictions = []
-  trained_seconds = []
-  for fold_index, fold in enumerate(folds):
-    test_clips = index.clip_id[index.subject_key == fold.test_subject].tolist()
-    done = run_dir.read_fold_predictions(fold.name, identity.digest, test_clips)
-    if done is not None:
-      predictions += done
-      logging.info("fold %s (%d of %d): already done, predictions read from %s", fold.name,
-                   fold_index + 1, len(folds), run_dir.predictions_json(fold.name))
-      continue
-    fold_start = time.time()
-    fold_predictions = train_fold(config, fold, fold_index, builder, index, run_dir, mesh,
-                                  writer, steps, flow_features)
-    if is_main:
-      run_dir.write_fold_predictions(fold.name, identity.digest, fold_predictions)
-    predictions += fold_predictions
-    trained_seconds.append(time.time() - fold_start)
-    remaining = sum(1 for f in folds[fold_index + 1:]
-                    if not os.path.exists(run_dir.predictions_json(f.name)))
-    fold_report = evaluation.pooled_report(fold_predictions)["overall"]
-    logging.info("fold %s (%d of %d): test accuracy %.3f on %d clips; %.0f s; run ETA %.0f s",
-                 fold.name, fold_index + 1, len(folds), fold_report["accuracy"],
-                 fold_report["num_samples"], trained_seconds[-1],
-                 remaining * float(np.mean(trained_seconds)))
+  if fold_parallel.uses_device_loop(config):
+    predictions, per_seed = _train_folds_in_parallel(config, folds, index, flow_features,
+                                                     run_dir, identity, writer)
+  else:
+    predictions, per_seed = _train_folds_serially(config, folds, builder, index, flow_features,
+                                                  run_dir, identity, writer, mesh, steps), None
 
   # Report: pooled over every fold, written once.
   protocol = {
@@ -270,6 +337,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         "apex_rule": "the record's apex field; clips without an annotated apex use their "
                      "builder's stated rule, counted here by apex_source",
         "apex_sources": flow_features.apex_sources}
+  if per_seed is not None:
+    protocol["seeds"] = per_seed
   results = {}
   if is_main:
     results = evaluation.write_reports(run_dir, predictions, extra=protocol)

@@ -15,7 +15,7 @@ each rule is written once:
 from __future__ import annotations
 
 import functools
-from typing import Any
+from typing import Any, Optional
 
 import flax
 from flax.training import train_state
@@ -34,14 +34,19 @@ class TrainState(train_state.TrainState):
   batch_stats: Any = None
 
 
-def fold_seed(config: ml_collections.ConfigDict, fold_index: int) -> int:
-  """The integer seed of fold `fold_index` (its position in the run's fold list)."""
-  return config.seed * 1_000_003 + fold_index
+def fold_seed(config: ml_collections.ConfigDict, fold_index: int,
+              seed: Optional[int] = None) -> int:
+  """The integer seed of fold `fold_index` (its position in the run's fold list).
+
+  `seed` replaces `config.seed` (the extra seeds of `config.num_seeds`).
+  """
+  return (config.seed if seed is None else seed) * 1_000_003 + fold_index
 
 
-def fold_rngs(config: ml_collections.ConfigDict, fold_index: int) -> tuple[jax.Array, jax.Array]:
-  """`(init_rng, dropout_rng)` of fold `fold_index`."""
-  init_rng, dropout_rng = jax.random.split(jax.random.key(fold_seed(config, fold_index)))
+def fold_rngs(config: ml_collections.ConfigDict, fold_index: int,
+              seed: Optional[int] = None) -> tuple[jax.Array, jax.Array]:
+  """`(init_rng, dropout_rng)` of fold `fold_index` (under run seed `seed`, default config's)."""
+  init_rng, dropout_rng = jax.random.split(jax.random.key(fold_seed(config, fold_index, seed)))
   return init_rng, dropout_rng
 
 
@@ -90,8 +95,24 @@ def create_learning_rate(config: ml_collections.ConfigDict) -> optax.Schedule:
       decay_steps=config.num_train_steps, end_value=0.0)
 
 
+# One optimiser object per (config, parameter structure): a TrainState carries its optimiser as
+# static data, so a fresh but equal chain per fold would make jit and pmap trace and compile
+# the train step again for every fold of a run.
+_OPTIMIZERS: dict[tuple[str, Any], optax.GradientTransformation] = {}
+
+
 def create_optimizer(config: ml_collections.ConfigDict, params: Any) -> optax.GradientTransformation:
-  """The optax chain from the config, with the transfer-learning freezing mask if any."""
+  """The optax chain from the config, with the transfer-learning freezing mask if any.
+
+  Equal configs and parameter structures get the same (cached) object.
+  """
+  key = (config.to_json_best_effort(sort_keys=True), jax.tree.structure(params))
+  if key not in _OPTIMIZERS:
+    _OPTIMIZERS[key] = _build_optimizer(config, params)
+  return _OPTIMIZERS[key]
+
+
+def _build_optimizer(config: ml_collections.ConfigDict, params: Any) -> optax.GradientTransformation:
   schedule = create_learning_rate(config)
   if config.optimizer == "adamw":
     tx = optax.adamw(schedule, weight_decay=config.weight_decay)

@@ -36,8 +36,11 @@ from typing import Any, Mapping, Optional, Sequence
 
 # Config fields that do not change what a run computes: paths, logging cadence,
 # cluster set-up and this module's own switch. Everything else is identity.
+# Where the data lives and how fast it is read or logged; never what a model sees (the Grain
+# stream is the same with any number of workers or threads, tests/test_grain_pipeline.py).
 RESULT_INSENSITIVE_FIELDS = ("dataset.data_dir", "dataset.manual_dir", "dataset.build_if_missing",
-                             "log_every_steps", "resume_mismatch")
+                             "log_every_steps", "resume_mismatch", "input.num_workers",
+                             "input.num_threads", "input.cache_records")
 RESULT_INSENSITIVE_PREFIXES = ("distributed.",)
 RESUME_MISMATCH_RULES = ("refuse", "move_aside")
 PREDICTIONS_FORMAT = "mer_jax.fold_predictions/1"

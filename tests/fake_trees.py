@@ -381,3 +381,20 @@ def make_fake_composite(
   make_fake_smic(os.path.join(root, "smic"), release=release, frame_size=frame_size,
                  samples=smic_rows, first_frame=1)
   return root
+
+
+def read_records(builder, split: str = "train") -> list[dict]:
+  """Every record of a built split, read by index without TensorFlow (`as_data_source`).
+
+  `Sequence(Image)` features (`frames`, `depth`) come back as one stacked array
+  `(T, H, W, C)`; everything else as TFDS's NumPy decoding gives it.
+  """
+  source = builder.as_data_source(split)
+  examples = []
+  for i in range(len(source)):
+    example = dict(source[i])
+    for key in ("frames", "depth"):
+      if key in example:
+        example[key] = np.stack(example[key])
+    examples.append(example)
+  return examples

@@ -214,3 +214,24 @@ def test_seeds_aggregate_to_mean_and_standard_deviation():
                  "clips_won": None, "clips_lost": None})
   table = ablation.markdown_report([merged], None, {"seeds": [0, 1, 2]})
   assert "0.700 ± 0.100" in table and "| samm | smic |" in table
+
+
+def test_parameter_counts_of_flow_and_frames_configs():
+  # Flow configs take a one-frame float "clip" of 3 or 6 channels (docs/motion_models.md).
+  counts = {entry: ablation.count_parameters(ablation.load_config(ablation.parse_spec(entry)))
+            for entry in ("configs/default.py:input=flow,model=flow_linear",
+                          "configs/default.py:input=flow,model=ststnet",
+                          "configs/default.py:input=flow,model=flow_resnet",
+                          "configs/default.py:model=pixel_linear")}
+  assert counts == {"configs/default.py:input=flow,model=flow_linear": 444,
+                    "configs/default.py:input=flow,model=ststnet": 1683,
+                    "configs/default.py:input=flow,model=flow_resnet": 20519,
+                    # 8 x 8 cells x 3 channels into 3 classes, plus biases.
+                    "configs/default.py:model=pixel_linear": 8 * 8 * 3 * 3 + 3}
+
+
+def test_reading_without_training_gives_none_for_a_missing_run(tmp_path):
+  spec = ablation.parse_spec("configs/default.py:tiny")
+  config = ablation.load_config(spec)
+  assert ablation.run_config(spec, config, str(tmp_path), "seed0", train_missing=False) is None
+  assert not os.path.exists(tmp_path / "seed0" / "results.json")

@@ -10,6 +10,7 @@ import torch
 
 from benchmarks import hardware
 from benchmarks import run
+from benchmarks import torch_compare
 from benchmarks import torch_peer
 from benchmarks import train_bench
 from mer_jax import schema
@@ -189,3 +190,53 @@ def test_torch_peer_mirrors_the_jax_model():
   no_peer = train_bench.run_peer("small", train_bench.DEFAULT_SHAPES["small"], device="cpu",
                                  repeats=1, warmup=0, threads=1)
   assert not no_peer["available"] and "ResNet" in no_peer["reason"]
+
+
+def test_a_suite_that_cannot_import_is_refused_by_name(tmp_path, capsys, monkeypatch):
+  monkeypatch.setitem(run.SUITE_MODULES, "magnify", "benchmarks.no_such_suite")
+  out = tmp_path / "results.json"
+  with pytest.raises(SystemExit) as error:
+    run.main(["--suite", "magnify", "--out", str(out)])
+  assert error.value.code == 2
+  message = capsys.readouterr().err
+  assert "--suite magnify: benchmarks.no_such_suite cannot be imported here" in message
+  assert "it needs 'benchmarks.no_such_suite'" in message and "leave 'magnify' out" in message
+  assert not out.exists()
+
+
+def test_unknown_xla_flags_are_an_argument_error(tmp_path):
+  """XLA aborts a process on an unknown flag: the run refuses it first, naming XLA's reason."""
+  import os  # pylint: disable=import-outside-toplevel
+  import subprocess  # pylint: disable=import-outside-toplevel
+  import sys  # pylint: disable=import-outside-toplevel
+  out = tmp_path / "results.json"
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  proc = subprocess.run([sys.executable, "-m", "benchmarks.run", "--suite", "train",
+                         "--xla_flags=--xla_no_such_flag=1", "--out", str(out)], cwd=root,
+                        capture_output=True, text=True, timeout=120, check=False)
+  assert proc.returncode == 2, proc.stderr[-2000:]
+  assert "--xla_flags '--xla_no_such_flag=1': XLA refused them" in proc.stderr
+  assert "xla_no_such_flag" in proc.stderr.split("XLA refused them")[1]
+  assert not out.exists()
+
+
+def test_xla_flags_after_jax_started_are_refused(tmp_path, capsys):
+  jax.devices()  # This process's backend is up: XLA has read its flags already.
+  with pytest.raises(SystemExit):
+    run.main(["--suite", "train", "--xla_flags=--xla_cpu_enable_fast_math=false",
+              "--out", str(tmp_path / "r.json")])
+  assert "JAX has already started in this process" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_torch_compare_alternates_rounds(tmp_path):
+  """benchmarks.torch_compare: both sides timed in every round, ratios from the medians."""
+  out = tmp_path / "compare.json"
+  assert torch_compare.main(["--model", "tiny_resnet_lstm", "--rounds", "2",
+                             "--steps_per_round", "1", "--warmup", "1", "--out", str(out)]) == 0
+  data = json.loads(out.read_text())
+  assert len(data["load_average_per_round"]) == 2
+  for suite in ("train", "inference"):
+    s = data["suites"][suite]
+    assert len(s["times_s"]["mer_jax"]) == 2 and len(s["times_s"]["torch"]) == 2
+    assert s["torch_over_mer_jax"] == pytest.approx(s["torch_ms"] / s["mer_jax_ms"])

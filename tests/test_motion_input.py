@@ -54,12 +54,26 @@ def test_stream_is_a_function_of_seed_and_step_and_holds_training_subjects_only(
 
 
 def test_flip_mirrors_the_maps_and_negates_u():
-  maps = np.random.default_rng(1).normal(size=(5, 5, 6)).astype(np.float32)
-  flipped = motion_input._flip(maps)  # pylint: disable=protected-access
-  np.testing.assert_array_equal(flipped[:, :, 0], -maps[:, ::-1, 0])
-  np.testing.assert_array_equal(flipped[:, :, 3], -maps[:, ::-1, 3])
+  maps = np.random.default_rng(1).normal(size=(2, 5, 5, 6)).astype(np.float32)
+  out = motion_input.flip_maps(maps, np.array([True, False]))
+  flipped = out[0]
+  np.testing.assert_array_equal(flipped[:, :, 0], -maps[0, :, ::-1, 0])
+  np.testing.assert_array_equal(flipped[:, :, 3], -maps[0, :, ::-1, 3])
   for c in (1, 2, 4, 5):
-    np.testing.assert_array_equal(flipped[:, :, c], maps[:, ::-1, c])
+    np.testing.assert_array_equal(flipped[:, :, c], maps[0, :, ::-1, c])
+  np.testing.assert_array_equal(out[1], maps[1])  # Not flipped: unchanged.
+
+
+def test_device_formulas_equal_the_host_ones():
+  """fold_parallel gathers batches on the device with the same functions (xp=jax.numpy)."""
+  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
+  maps = np.random.default_rng(2).normal(size=(4, 6, 6, 6)).astype(np.float32)
+  flips = np.array([True, False, True, False])
+  for mode in motion_input.NORMALIZATIONS:
+    host = motion_input.normalize(motion_input.flip_maps(maps, flips), mode)
+    device = motion_input.normalize(motion_input.flip_maps(jnp.asarray(maps), jnp.asarray(flips),
+                                                           xp=jnp), mode, xp=jnp)
+    np.testing.assert_array_equal(np.asarray(device), host)  # Bit for bit.
 
 
 def test_normalizations():

@@ -11,11 +11,11 @@ import hashlib
 
 import numpy as np
 import pytest
-import tensorflow_datasets as tfds
 from scipy import stats
 from sklearn import linear_model, model_selection, pipeline, preprocessing
 
 import data_builders.synthetic_me as synthetic_me
+import fake_trees
 from benchmarks import classical_baseline
 from mer_jax import schema
 from mer_jax import synthetic
@@ -51,14 +51,14 @@ def _tiny_digest() -> str:
 def test_existing_tiers_render_exactly_as_before_the_composite_knobs():
   assert _tiny_digest() == TINY_DIGEST_BEFORE_COMPOSITE
   # Their builder configs keep the builder's version; the composite configs
-  # carry their own.
+  # carry their own. (Both moved to 2.0.0 together for ArrayRecord, issue 12.)
   configs = {c.name: c for c in synthetic_me.Builder.BUILDER_CONFIGS}
-  assert str(synthetic_me.Builder.VERSION) == "1.0.0"
+  assert str(synthetic_me.Builder.VERSION) == "2.0.0"
   for name in synthetic.PRESETS:
     assert configs[name].version is None, name
   for name in synthetic.COMPOSITE_PRESETS:
     assert configs[name].params is synthetic.COMPOSITE_PRESETS[name]
-    assert str(configs[name].version) == "1.0.0" and "442 clips" in configs[name].description
+    assert str(configs[name].version) == "2.0.0" and "442 clips" in configs[name].description
 
 
 @pytest.mark.parametrize("config", [COMPOSITE, DEV], ids=["composite", "composite_dev"])
@@ -156,7 +156,7 @@ def test_builder_writes_a_small_composite_with_mixed_frame_sizes(tmp_path):
   builder = synthetic_me.Builder(data_dir=str(tmp_path), config=config)
   builder.download_and_prepare()
   rendered = dict(synthetic.generate_composite(small))
-  examples = list(tfds.as_numpy(builder.as_dataset(split="train")))
+  examples = fake_trees.read_records(builder)
   assert len(examples) == len(rendered) == 9
   for example in examples:
     record = {k: v.decode() if isinstance(v, bytes) else v for k, v in example.items()}

@@ -38,7 +38,7 @@ def test_build_command_and_one_epoch_on_fake_casme2(tmp_path, capsys):
   predicted = {r["clip_id"] for r in results["predictions"]}
   assert predicted == set(index.clip_id[index.subject_key == test_subject].tolist())
   assert results["per_dataset"].keys() == {"casme2"}
-  assert results["dataset"] == "casme2/raw_128/1.1.0"
+  assert results["dataset"] == "casme2/raw_128/2.0.0"
 
 
 def test_build_command_rejects_unknown_names(tmp_path):

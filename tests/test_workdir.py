@@ -271,7 +271,7 @@ def test_checkpoint_directory_that_cannot_be_written_stops_at_once(data_dir, tmp
     ({"input.image_size": 2}, "config.model / config.input: the model cannot take clips of 6 x 2"),
     ({"checkpoint_every_steps": 0}, "config.checkpoint_every_steps must be in [1, inf], got 0"),
     ({"log_every_steps": 0}, "config.log_every_steps must be in [1, inf], got 0"),
-    ({"input.shuffle_buffer": 0}, "config.input.shuffle_buffer must be in [1, inf], got 0"),
+    ({"input.num_workers": -1}, "config.input.num_workers must be in [0, inf], got -1"),
     ({"input.sampling": "unifrom"}, "config.input.sampling must be one of ('uniform', 'apex'), "
                                     "got 'unifrom' (did you mean 'uniform'?)"),
     ({"input.short_clip": "padd"}, "config.input.short_clip must be one of"),

@@ -207,8 +207,9 @@ class Builder(manual_builder.ManualDownloadBuilder):
   def _extra_features(self):
     extra = super()._extra_features()
     if self.builder_config.with_depth:
-      extra["depth"] = tfds.features.Video(shape=(None, None, None, 1), dtype=np.uint16,
-                                           encoding_format="png")
+      # 16-bit PNGs encoded by OpenCV (`common.generate_examples`), decodable without TF.
+      extra["depth"] = tfds.features.Sequence(
+          tfds.features.Image(shape=(None, None, 1), dtype=np.uint16, encoding_format="png"))
     return extra
 
   def _plan(self, manual_dir: str, report: common.BuildReport) -> list[common.Sample]:

@@ -233,8 +233,11 @@ def plan_videos(manual_dir: str, release: str,
 class Builder(manual_builder.ManualDownloadBuilder):
   """CAS(ME)^2 long videos with macro- and micro-expression intervals."""
 
-  VERSION = tfds.core.Version("1.0.0")
-  RELEASE_NOTES = {"1.0.0": "Initial release: long-video schema (mer_jax.spotting.schema)."}
+  VERSION = tfds.core.Version("2.0.0")
+  RELEASE_NOTES = {"1.0.0": "Initial release: long-video schema (mer_jax.spotting.schema).",
+                   "2.0.0": "ArrayRecord files read by index without TensorFlow (issue 12; were "
+                            "TFRecord); same features. Rebuild: `python -m data_builders.build "
+                            "casme_sq/CONFIG --manual_dir=...`."}
   BUILDER_CONFIGS = _configs()
   DEFAULT_CONFIG_NAME = "raw_128"
   MANUAL_DOWNLOAD_INSTRUCTIONS = MANUAL_DOWNLOAD_INSTRUCTIONS

@@ -160,8 +160,11 @@ def plan_videos(manual_dir: str, report: common.BuildReport) -> list[common.Long
 class Builder(manual_builder.ManualDownloadBuilder):
   """SAMM long videos with macro- and micro-expression intervals."""
 
-  VERSION = tfds.core.Version("1.0.0")
-  RELEASE_NOTES = {"1.0.0": "Initial release: long-video schema (mer_jax.spotting.schema)."}
+  VERSION = tfds.core.Version("2.0.0")
+  RELEASE_NOTES = {"1.0.0": "Initial release: long-video schema (mer_jax.spotting.schema).",
+                   "2.0.0": "ArrayRecord files read by index without TensorFlow (issue 12; were "
+                            "TFRecord); same features. Rebuild: `python -m data_builders.build "
+                            "samm_long/CONFIG --manual_dir=...`."}
   BUILDER_CONFIGS = [SammLongConfig(name=f"full_{side}", short_side=side,
                                     description=f"{FRAMES_FOLDER}/ frames, short side {side} px, "
                                                 "200 fps") for side in (128, 256)]

@@ -6,7 +6,7 @@ is downloaded and the same config always writes byte-identical records.
   import data_builders.synthetic_me  # registers the builder
   builder = tfds.builder("synthetic_me/default", data_dir=...)
   builder.download_and_prepare()
-  ds = builder.as_dataset(split="train")
+  source = builder.as_data_source(split="train")  # ArrayRecord: by index, no TensorFlow
 
 One `train` split holds every clip; leave-one-subject-out folds are made from
 the `subject` field ("s00", "s01", ...) by the input pipeline. A custom
@@ -27,10 +27,9 @@ from __future__ import annotations
 
 import dataclasses
 
-import cv2
-import numpy as np
 import tensorflow_datasets as tfds
 
+from data_builders import records
 from mer_jax import schema
 from mer_jax import synthetic
 
@@ -103,16 +102,20 @@ def describe_composite(params: synthetic.CompositeConfig) -> str:
 
 # Composite tiers carry their own version, so adding or revising them never
 # touches the version (and cached records) of the configs above.
-_COMPOSITE_VERSION = tfds.core.Version("1.0.0")
+_RECORDS_NOTE = ("Records readable without TensorFlow (issue 12): ArrayRecord files read by "
+                 "index, `frames` a Sequence(Image) of PNGs (was a TFRecord Video); same pixels. "
+                 "Rebuild: `python -m data_builders.build synthetic_me/CONFIG`.")
+_COMPOSITE_VERSION = tfds.core.Version("2.0.0")
 _COMPOSITE_RELEASE_NOTES = {"1.0.0": "MEGC2019-composite-shaped tier (issue 14), calibrated "
-                                     "against benchmarks/classical_baseline.py."}
+                                     "against benchmarks/classical_baseline.py.",
+                            "2.0.0": _RECORDS_NOTE}
 
 
-class Builder(tfds.core.GeneratorBasedBuilder):
+class Builder(records.ArrayRecordBuilder):
   """DatasetBuilder for `synthetic_me`."""
 
-  VERSION = tfds.core.Version("1.0.0")
-  RELEASE_NOTES = {"1.0.0": "Initial release."}
+  VERSION = tfds.core.Version("2.0.0")
+  RELEASE_NOTES = {"1.0.0": "Initial release.", "2.0.0": _RECORDS_NOTE}
   BUILDER_CONFIGS = [
       SyntheticMeConfig(name=name, params=params) for name, params in synthetic.PRESETS.items()
   ] + [
@@ -151,8 +154,7 @@ class Builder(tfds.core.GeneratorBasedBuilder):
              else synthetic.generate_dataset(params))
     for clip_id, example in clips:
       schema.validate_example(example, where=f"synthetic_me/{config_name} clip {clip_id}")
-      # `Video` takes a list of encoded frames as is. OpenCV's PNG encoder is
-      # ~15x faster than TFDS's per-frame TF encoding; it expects BGR.
-      example["frames"] = [cv2.imencode(".png", np.ascontiguousarray(frame[..., ::-1]))[1].tobytes()
-                           for frame in example["frames"]]
+      # `Sequence(Image)` stores encoded frames as given: no TF needed, and OpenCV's
+      # PNG encoder is ~15x faster than TFDS's per-frame TF encoding.
+      example["frames"] = schema.encode_frames(example["frames"], "png")
       yield clip_id, {key: example[key] for key in keys}

@@ -6,7 +6,7 @@ nothing is downloaded and the same config writes identical records.
   import data_builders.synthetic_me_long  # registers the builder
   builder = tfds.builder("synthetic_me_long/cas_like", data_dir=...)
   builder.download_and_prepare()
-  ds = builder.as_dataset(split="train")
+  source = builder.as_data_source(split="train")  # ArrayRecord: by index, no TensorFlow
 
 One `train` split holds every video (one record per video, long-video schema
 of `mer_jax.spotting.schema`, plus `nuisances`: the blinks, mouth movements
@@ -18,10 +18,11 @@ from __future__ import annotations
 
 import dataclasses
 
-import cv2
 import numpy as np
 import tensorflow_datasets as tfds
 
+from data_builders import records
+from mer_jax import schema as clip_schema
 from mer_jax import synthetic_long
 from mer_jax.spotting import schema as long_schema
 
@@ -53,11 +54,14 @@ class SyntheticMeLongConfig(tfds.core.BuilderConfig):
       self.description = synthetic_long.describe(self.params)
 
 
-class Builder(tfds.core.GeneratorBasedBuilder):
+class Builder(records.ArrayRecordBuilder):
   """DatasetBuilder for `synthetic_me_long`."""
 
-  VERSION = tfds.core.Version("1.0.0")
-  RELEASE_NOTES = {"1.0.0": "Initial release."}
+  VERSION = tfds.core.Version("2.0.0")
+  RELEASE_NOTES = {"1.0.0": "Initial release.",
+                   "2.0.0": "ArrayRecord files read by index without TensorFlow (issue 12; were "
+                            "TFRecord); same features and pixels. Rebuild: `python -m "
+                            "data_builders.build synthetic_me_long/CONFIG`."}
   BUILDER_CONFIGS = [SyntheticMeLongConfig(name=name, params=params)
                      for name, params in synthetic_long.PRESETS.items()]
   DEFAULT_CONFIG_NAME = "cas_like"
@@ -85,6 +89,5 @@ class Builder(tfds.core.GeneratorBasedBuilder):
       long_schema.validate_video(example, where=f"synthetic_me_long/{config_name} {video_id}")
       # Encoded bytes pass through tfds.features.Image untouched; OpenCV's PNG
       # encoder is much faster than TFDS's own (it expects BGR).
-      example["frames"] = [cv2.imencode(".png", np.ascontiguousarray(frame[..., ::-1]))[1].tobytes()
-                           for frame in example["frames"]]
+      example["frames"] = clip_schema.encode_frames(example["frames"], "png")
       yield video_id, example

@@ -119,32 +119,27 @@ def load(path: str, *, computed: bool = False) -> FlowCache:
   return FlowCache(path=path, manifest=manifest, computed=computed, **arrays)
 
 
-def _frames_dataset(builder, split: str, size: int):
-  """tf.data of {"frames": uint8 (3, S, S, 3) onset/apex/offset, metadata} in record order."""
-  import tensorflow as tf  # pylint: disable=import-outside-toplevel
-  import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
+def _frames_batches(builder, split: str, size: int, batch_size: int):
+  """Batches of {"frames": uint8 (B, 3, S, S, 3) onset/apex/offset, metadata} in record order.
 
-  def prepare(ex):
-    indices = tf.stack([ex["onset"], ex["apex"], ex["offset"]])
-    frames = tf.map_fn(lambda s: tf.io.decode_image(s, channels=3, expand_animations=False),
-                       tf.gather(ex["frames"], indices),
-                       fn_output_signature=tf.TensorSpec([None, None, 3], tf.uint8))
-    height, width = tf.shape(frames)[1], tf.shape(frames)[2]
-    scale = size / tf.cast(tf.minimum(height, width), tf.float32)
-    new_hw = tf.maximum(tf.cast(tf.round(tf.cast(tf.stack([height, width]), tf.float32) * scale),
-                                tf.int32), size)
-    frames = tf.image.resize(frames, new_hw, method="area")
-    top, left = (new_hw[0] - size) // 2, (new_hw[1] - size) // 2
-    frames = frames[:, top:top + size, left:left + size, :]
-    frames = tf.cast(tf.clip_by_value(tf.round(frames), 0, 255), tf.uint8)
-    return {"frames": tf.ensure_shape(frames, [3, size, size, 3]), "clip_id": ex["clip_id"],
-            "onset": ex["onset"], "apex": ex["apex"], "offset": ex["offset"],
-            "apex_source": ex["apex_source"]}
+  Read by index from the ArrayRecord files (no TensorFlow); only the three
+  frames are decoded, resized and centre-cropped like the evaluation frames.
+  """
+  from mer_jax import input_pipeline  # pylint: disable=import-outside-toplevel
 
-  ds = builder.as_dataset(split=split, shuffle_files=False,
-                          decoders={"frames": tfds.decode.SkipDecoding()},
-                          read_config=tfds.ReadConfig(interleave_cycle_length=1))
-  return ds.map(prepare, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+  source = input_pipeline.records(builder, split)
+  rows = []
+  for i in range(len(source)):
+    ex = source[i]
+    indices = [int(ex["onset"]), int(ex["apex"]), int(ex["offset"])]
+    frames = input_pipeline.decode_frames(ex["frames"], indices, where=f"clip {ex['clip_id']!r}")
+    rows.append({"frames": input_pipeline.resize_and_crop(frames, size=size),
+                 "clip_id": ex["clip_id"], "onset": int(ex["onset"]), "apex": int(ex["apex"]),
+                 "offset": int(ex["offset"]), "apex_source": ex["apex_source"]})
+    if len(rows) == batch_size or i == len(source) - 1:
+      yield {k: np.stack([r[k] for r in rows]) if k == "frames" else np.array([r[k] for r in rows])
+             for k in rows[0]}
+      rows = []
 
 
 def make_feature_fn(params: tvl1.TVL1Params, strain_variant: str,
@@ -223,8 +218,7 @@ def compute_or_load(dataset: str, out_dir: str, *, data_dir: Optional[str] = Non
   rows = {k: [] for k in ("clip_id", "onset", "apex", "offset", "apex_source")}
   onset_apex, apex_offset = [], []
   start = time.perf_counter()
-  ds = _frames_dataset(builder, split, size).batch(batch_size).prefetch(2)
-  for batch in ds.as_numpy_iterator():
+  for batch in _frames_batches(builder, split, size, batch_size):
     count = len(batch["clip_id"])
     frames = batch["frames"].astype(np.float32) / 255.0
     if count < batch_size:  # One compiled shape: pad the last batch with black clips.

@@ -1,0 +1,65 @@
+r"""Spotting in long videos: LOSO on synthetic_me_long, spot-then-recognise (docs/spotting.md).
+
+  python -m mer_jax.spotting.train --config=configs/spotting.py --workdir=DIR
+  python -m mer_jax.spotting.train --config=configs/spotting.py:tiny --workdir=DIR   # tests
+
+Arguments (comma-separated, big_vision style):
+  preset  synthetic_me_long preset: cas_like (the default; 8 subjects x 2 videos of 40 s at
+          30 fps) | samm_like (200 fps) | tiny (2 subjects x 1 video of 8 s)
+  tiny    the tests' variant: the tiny preset, a small model, 40 steps (boolean)
+  final   also train the "all" fold on every subject, the model `mer-jax analyze` uses
+          (boolean, default true)
+  loso    train and evaluate the LOSO folds (boolean, default true; false with final=true
+          trains only the model analyze uses)
+"""
+
+import ml_collections
+
+from mer_jax import config_args
+
+
+def get_config(arg=None):
+  args = config_args.parse_arg(arg, preset="cas_like", tiny=False, final=True, loso=True)
+  config = ml_collections.ConfigDict()
+
+  config.dataset = ml_collections.ConfigDict()
+  config.dataset.name = "synthetic_me_long"
+  config.dataset.preset = "tiny" if args.tiny else args.preset
+  # Feature cache folder (result-insensitive, like the trainer's data_dir).
+  config.dataset.data_dir = "~/.cache/mer_jax/spotting"
+
+  config.features = ml_collections.ConfigDict()
+  config.features.size = 48 if args.tiny else 64    # frames resized to size x size
+  config.features.pool = 4                          # per-frame maps: size / pool squared
+  config.features.recognition_pool = 4              # onset->apex maps: size / 4 squared
+  # Typical micro-expression length (s); the flow pairs are k = round(0.35 fps / 2) apart.
+  config.features.micro_mean_s = 0.35
+
+  config.model = ml_collections.ConfigDict()
+  config.model.features = 16 if args.tiny else 32
+  config.model.dilations = (1, 2, 4, 8) if args.tiny else (1, 2, 4, 8, 16, 32)
+  config.model.recogniser_features = 16 if args.tiny else 32
+
+  config.train = ml_collections.ConfigDict()
+  config.train.window = 128 if args.tiny else 256   # frames per training window
+  config.train.batch_size = 4 if args.tiny else 16  # windows per step
+  config.train.recognition_batch_size = 16 if args.tiny else 32
+  config.train.num_steps = 40 if args.tiny else 600
+  config.train.learning_rate = 2e-3
+  config.train.weight_decay = 1e-3                  # AdamW
+  config.train.checkpoint_every = 20 if args.tiny else 200
+  config.train.seed = 0
+  config.train.final = args.final
+  config.train.loso = args.loso                     # the LOSO folds and results.json
+  config.eval_window = 256                          # frames per scored window
+
+  config.peaks = ml_collections.ConfigDict()         # mer_jax.spotting.peaks.PeakParams
+  config.peaks.smooth_s = 0.1
+  config.peaks.threshold = 0.5
+  config.peaks.merge_gap_s = 0.1
+  config.peaks.min_length_s = 0.1
+  config.peaks.nms_overlap = 0.5
+
+  config.log_every_steps = 100
+  config.resume_mismatch = "refuse"
+  return config

@@ -1,0 +1,444 @@
+r"""LOSO spotting training and evaluation on long videos, with spot-then-recognise.
+
+  python -m mer_jax.spotting.train --config=configs/spotting.py --workdir=DIR
+
+Per fold (one held-out subject; with `config.train.final` also a fold "all"
+trained on every subject, the model `mer-jax analyze` loads):
+
+1. the spotter (`model.FrameSpotter`) learns per-frame targets (background /
+   inside a micro- / inside a macro-expression) on random windows of the
+   training videos' motion maps, class-weighted (1 / sqrt(frequency)); the
+   recogniser (`model.IntervalRecogniser`) learns the class from the true
+   intervals' jittered onset->apex maps, in the same step and optimiser;
+2. the held-out videos are scored in windows (`model.windowed_logits`),
+   intervals found (`peaks.find_intervals`), each interval's apex estimated
+   from the flow (`features.estimate_apexes`) and its class recognised from
+   its onset->apex maps.
+
+Workdir conventions are the recognition trainer's (`mer_jax.workdir`): the
+run identity (config fields that change results + the dataset fingerprint)
+refuses a changed config before any compute; Orbax checkpoints per fold
+(`mer_jax.checkpoints`) every `checkpoint_every` steps, and a killed run
+resumes from the last one; batches depend only on (seed, fold, step), so a
+resumed fold ends with the same parameters; a fold's predictions file marks
+it done and carries the identity digest; results.json pools the LOSO folds.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+import time
+from typing import Any, Optional, Sequence
+
+from absl import logging
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from mer_jax import checkpoints
+from mer_jax import schema as clip_schema
+from mer_jax import workdir as workdir_lib
+from mer_jax.spotting import data as data_lib
+from mer_jax.spotting import features as features_lib
+from mer_jax.spotting import metrics
+from mer_jax.spotting import model as model_lib
+from mer_jax.spotting import peaks as peaks_lib
+
+FOLD_FORMAT = "mer_jax.spotting_fold/1"
+FINAL_FOLD = "all"
+
+
+def feature_settings(config) -> data_lib.FeatureSettings:
+  return data_lib.FeatureSettings(
+      size=int(config.features.size), pool=int(config.features.pool),
+      recognition_pool=int(config.features.recognition_pool),
+      micro_mean_s=float(config.features.micro_mean_s))
+
+
+def peak_params(config) -> peaks_lib.PeakParams:
+  return peaks_lib.PeakParams(**{k: float(v) for k, v in config.peaks.items()})
+
+
+def make_models(config) -> tuple[model_lib.FrameSpotter, model_lib.IntervalRecogniser]:
+  return (model_lib.FrameSpotter(features=int(config.model.features),
+                                 dilations=tuple(int(d) for d in config.model.dilations)),
+          model_lib.IntervalRecogniser(num_classes=clip_schema.NUM_CLASSES,
+                                       features=int(config.model.recogniser_features)))
+
+
+def initial_state(config, fold_index: int) -> dict:
+  """Host state {"params", "opt_state", "step"} of a fold, before training."""
+  spotter, recogniser = make_models(config)
+  settings = feature_settings(config)
+  params = model_lib.init_params(
+      spotter, recogniser, jax.random.PRNGKey(int(config.train.seed) * 1000 + fold_index),
+      map_size=settings.size // settings.pool,
+      recognition_size=settings.size // settings.recognition_pool)
+  tx = optax.adamw(float(config.train.learning_rate),
+                   weight_decay=float(config.train.weight_decay))
+  return jax.device_get({"params": params, "opt_state": tx.init(params),
+                         "step": np.zeros((), np.int32)})
+
+
+def _model_key(config) -> tuple:
+  """What the compiled functions depend on (one compile per model, shared by folds)."""
+  return (int(config.model.features), tuple(int(d) for d in config.model.dilations),
+          int(config.model.recogniser_features), float(config.train.learning_rate),
+          float(config.train.weight_decay))
+
+
+@functools.lru_cache(maxsize=8)
+def _compiled(key: tuple):
+  """Jitted (train step, spotter apply, recogniser probabilities) of a model key."""
+  features, dilations, recogniser_features, learning_rate, weight_decay = key
+  spotter = model_lib.FrameSpotter(features=features, dilations=dilations)
+  recogniser = model_lib.IntervalRecogniser(num_classes=clip_schema.NUM_CLASSES,
+                                            features=recogniser_features)
+  tx = optax.adamw(learning_rate, weight_decay=weight_decay)
+
+  def loss_fn(params, weights, maps, labels, rec_maps, rec_labels):
+    logits = spotter.apply({"params": params["spotter"]}, maps)
+    ce = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+    w = weights[labels]
+    spot_loss = (ce * w).sum() / w.sum()
+    rec_logits = recogniser.apply({"params": params["recogniser"]}, rec_maps)
+    rec_loss = optax.softmax_cross_entropy_with_integer_labels(rec_logits, rec_labels).mean()
+    return spot_loss + rec_loss, (spot_loss, rec_loss)
+
+  @jax.jit
+  def step(state, weights, maps, labels, rec_maps, rec_labels):
+    grads, (spot_loss, rec_loss) = jax.grad(loss_fn, has_aux=True)(
+        state["params"], weights, maps, labels, rec_maps, rec_labels)
+    updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
+    params = optax.apply_updates(state["params"], updates)
+    return ({"params": params, "opt_state": opt_state, "step": state["step"] + 1},
+            spot_loss, rec_loss)
+
+  spot = jax.jit(lambda params, maps: spotter.apply({"params": params}, maps))
+  recognise = jax.jit(lambda params, maps: jax.nn.softmax(
+      recogniser.apply({"params": params}, maps)))
+  return step, spot, recognise
+
+
+def augment(maps: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+  """One random view of motion maps `(..., P, P, 3)` (a window or a recognition sample).
+
+  The synthetic training set has few subjects, so the spotter would learn their
+  faces: a mirror image (u negated), a shift of up to one block in x and y
+  (zeros enter), and a gain of 0.7-1.4 on the motion make other faces and
+  amplitudes out of the same events.
+  """
+  out = maps * np.float32(rng.uniform(0.7, 1.4))
+  if rng.uniform() < 0.5:
+    out = out[..., ::-1, :] * np.asarray([-1, 1, 1], np.float32)
+  for axis in (-3, -2):
+    shift = int(rng.integers(-1, 2))
+    if shift:
+      out = np.roll(out, shift, axis=axis)
+      edge = [slice(None)] * out.ndim
+      edge[axis] = slice(0, 1) if shift > 0 else slice(-1, None)
+      out[tuple(edge)] = 0.0
+  return np.ascontiguousarray(out, np.float32)
+
+
+def sample_batch(videos: Sequence[data_lib.Video], config, fold_index: int, step: int):
+  """The training batch of `step`: a pure function of (seed, fold, step)."""
+  rng = np.random.default_rng([int(config.train.seed), fold_index, step])
+  window, batch = int(config.train.window), int(config.train.batch_size)
+  maps, labels = [], []
+  for _ in range(batch):
+    v = videos[int(rng.integers(len(videos)))]
+    # Windows may reach a quarter window past either end, where the maps are zero and
+    # the target is background: scoring pads a video's ends the same way.
+    margin = window // 4
+    s = int(rng.integers(-margin, max(-margin, len(v.maps) - window + margin) + 1))
+    lo, hi = max(s, 0), min(s + window, len(v.maps))
+    pad = [(lo - s, s + window - hi)]
+    maps.append(augment(np.pad(v.maps[lo:hi], pad + [(0, 0)] * 3), rng))
+    labels.append(np.pad(v.labels[lo:hi], pad))
+  rec_maps = np.concatenate([v.rec_maps for v in videos])
+  rec_labels = np.concatenate([v.rec_labels for v in videos])
+  pick = rng.integers(len(rec_maps), size=int(config.train.recognition_batch_size))
+  return (np.stack(maps), np.stack(labels).astype(np.int32),
+          np.stack([augment(m, rng) for m in rec_maps[pick]]), rec_labels[pick].astype(np.int32))
+
+
+def class_weights(videos: Sequence[data_lib.Video]) -> np.ndarray:
+  """1 / sqrt(frequency) of background, micro, macro frames, normalised to mean 1."""
+  counts = np.bincount(np.concatenate([v.labels for v in videos]),
+                       minlength=model_lib.NUM_FRAME_CLASSES).astype(np.float64)
+  w = 1.0 / np.sqrt(np.maximum(counts, 1.0) / counts.sum())
+  return w / w.mean()
+
+
+def train_fold(config, wd: workdir_lib.Workdir, fold: str, fold_index: int,
+               videos: Sequence[data_lib.Video]) -> dict:
+  """Trains (or resumes) one fold; returns its final host state."""
+  num_steps = int(config.train.num_steps)
+  every = int(config.train.checkpoint_every)
+  manager = checkpoints.create_manager(wd.checkpoints_dir(fold), validation_selection=False)
+  state = initial_state(config, fold_index)
+  restored, start = checkpoints.restore_latest(manager, state)
+  if restored is not None:
+    state = restored
+    logging.info("fold %s: resumed at step %d", fold, start)
+  step_fn = _compiled(_model_key(config))[0]
+  weights = jnp.asarray(class_weights(videos), jnp.float32)
+  began = time.time()
+  for step in range(start, num_steps):
+    state, spot_loss, rec_loss = step_fn(state, weights, *sample_batch(videos, config, fold_index, step))
+    done = step + 1
+    if done % int(config.log_every_steps) == 0 or done == num_steps:
+      logging.info("fold %s step %d/%d: spotting loss %.4f, recognition loss %.4f (%.1f s)",
+                   fold, done, num_steps, float(spot_loss), float(rec_loss), time.time() - began)
+    if done % every == 0 or done == num_steps:
+      checkpoints.save(manager, done, jax.device_get(state))
+  checkpoints.wait(manager)
+  manager.close()
+  return jax.device_get(state)
+
+
+class Predictor:
+  """A trained fold's spotter and recogniser applied to videos (also used by `mer_jax.analyze`)."""
+
+  def __init__(self, config, params: dict):
+    self.config = config
+    self.settings = feature_settings(config)
+    self.peak_params = peak_params(config)
+    spotter, _ = make_models(config)
+    self.context = spotter.receptive_radius
+    _, spot, recognise = _compiled(_model_key(config))
+    spot_params, rec_params = params["spotter"], params["recogniser"]
+    self._spot = lambda maps: spot(spot_params, maps)
+    self._recognise = lambda maps: recognise(rec_params, maps)
+
+  def use_recogniser_of(self, other: "Predictor") -> None:
+    """Classifies intervals with `other`'s recogniser (another spotting run's)."""
+    if other.settings.recognition_pool != self.settings.recognition_pool or (
+        other.settings.size != self.settings.size):
+      raise ValueError("the recognition workdir's frame size / recognition_pool "
+                       f"({other.settings.size}, {other.settings.recognition_pool}) differ from "
+                       f"the spotting workdir's ({self.settings.size}, "
+                       f"{self.settings.recognition_pool})")
+    self._recognise = other._recognise  # pylint: disable=protected-access
+
+  def frame_probabilities(self, maps: np.ndarray) -> np.ndarray:
+    """(T, P, P, 3) maps -> (T, 3) probabilities of background, micro, macro."""
+    logits = model_lib.windowed_logits(self._spot, maps, window=int(self.config.eval_window),
+                                       context=self.context)
+    return model_lib.softmax(logits)
+
+  def recognise(self, frames_grey: np.ndarray, intervals: Sequence[metrics.Interval]
+                ) -> list[dict]:
+    """Apex (from the flow) and class probabilities of each interval."""
+    bounds = [(i.onset, i.offset) for i in intervals]
+    apexes = features_lib.estimate_apexes(frames_grey, bounds)
+    maps = features_lib.pair_features(frames_grey, [b[0] for b in bounds], apexes,
+                                      pool=self.settings.recognition_pool)
+    result = []
+    if len(maps):
+      pad = (-len(maps)) % 8  # a few fixed batch shapes
+      probs = np.asarray(self._recognise(np.pad(maps, [(0, pad), (0, 0), (0, 0), (0, 0)])))
+      probs = probs[:len(maps)]
+    for n, interval in enumerate(intervals):
+      p = probs[n].astype(np.float64)
+      result.append({"apex": int(apexes[n]),
+                     "class": clip_schema.CLASS_NAMES[int(np.argmax(p))],
+                     "probabilities": {c: float(p[j]) for j, c in
+                                       enumerate(clip_schema.CLASS_NAMES)}})
+    return result
+
+  def analyse(self, maps: np.ndarray, frames_grey: np.ndarray, fps: float) -> dict:
+    """Spots and recognises one video: {"probabilities": (T, 3), "intervals": [dict]}."""
+    probs = self.frame_probabilities(maps)
+    found = peaks_lib.find_intervals(probs, fps, self.peak_params)
+    recognised = self.recognise(frames_grey, found)
+    intervals = [{"onset": i.onset, "apex": r["apex"], "offset": i.offset, "type": i.type,
+                  "score": i.score, "class": r["class"], "probabilities": r["probabilities"]}
+                 for i, r in zip(found, recognised)]
+    return {"probabilities": probs, "intervals": intervals}
+
+
+def _fold_record(predictor: Predictor, videos: Sequence[data_lib.Video]) -> dict:
+  out = {}
+  for v in videos:
+    analysis = predictor.analyse(v.maps, v.grey(), v.fps)
+    out[v.video_id] = {"intervals": analysis["intervals"],
+                       "probabilities": np.round(analysis["probabilities"], 4).tolist()}
+  return out
+
+
+def _write_fold(wd, fold: str, digest: str, videos_out: dict) -> None:
+  wd.write_json(wd.predictions_json(fold), {"format": FOLD_FORMAT, "fold": fold,
+                                            "run_identity": digest, "videos": videos_out},
+                indent=None, sort_keys=False)
+
+
+def _read_fold(wd, fold: str, digest: str, video_ids: Sequence[str]) -> Optional[dict]:
+  path = wd.predictions_json(fold)
+  if not os.path.exists(path):
+    return None
+  data = workdir_lib.read_json(path)
+  redo = f" Delete {wd.fold_dir(fold)!r} to redo fold {fold}, or use a new --workdir."
+  if not isinstance(data, dict) or data.get("format") != FOLD_FORMAT or data.get("fold") != fold:
+    raise workdir_lib.WorkdirMismatchError(f"{path}: not the spotting predictions of fold "
+                                           f"{fold!r}.{redo}")
+  if data.get("run_identity") != digest:
+    raise workdir_lib.WorkdirMismatchError(
+        f"{path}: made under run identity {data.get('run_identity')!r}, this run is "
+        f"{digest!r}.{redo}")
+  if sorted(data["videos"]) != sorted(video_ids):
+    raise workdir_lib.WorkdirMismatchError(f"{path}: holds videos {sorted(data['videos'])}, "
+                                           f"fold {fold} holds out {sorted(video_ids)}.{redo}")
+  return data["videos"]
+
+
+def predictions_as_intervals(videos_out: dict) -> dict[str, list[metrics.Interval]]:
+  return {vid: [metrics.Interval(i["onset"], i["offset"], i["type"], label=i["class"],
+                                 apex=i["apex"], score=i["score"]) for i in rec["intervals"]]
+          for vid, rec in videos_out.items()}
+
+
+def results_markdown(results: dict) -> str:
+  s, strs = results["spotting"], results["spot_then_recognise"]
+  lines = [f"# Spotting: {results['dataset']['name']}/{results['dataset']['version']}, "
+           f"LOSO over {results['num_folds']} subjects", "",
+           "| type | TP | FP | FN | precision | recall | F1 |", "|---|---|---|---|---|---|---|"]
+  for name, c in list(s["per_type"].items()) + [("overall", s["overall"])]:
+    lines.append(f"| {name} | {c['tp']} | {c['fp']} | {c['fn']} | {c['precision']:.3f} | "
+                 f"{c['recall']:.3f} | {c['f1']:.3f} |")
+  a = strs["analysis"]
+  lines += ["", f"macro F1 (mean over types): {s['macro_f1']:.3f}", "",
+            "Spot-then-recognise (spotting across types):",
+            f"F1_spot {strs['spotting']['f1']:.3f}, F1_analysis {a['f1']:.3f} (UF1 {a['uf1']:.3f}, "
+            f"UAR {a['uar']:.3f} on {strs['num_spotted_pairs']} spotted intervals), "
+            f"STRS {strs['strs']:.3f}", ""]
+  return "\n".join(lines)
+
+
+def train_and_evaluate(config, workdir: str) -> dict:
+  """LOSO training and evaluation (module docstring); returns and writes results.json."""
+  wd = workdir_lib.Workdir(workdir)
+  identity = workdir_lib.config_identity(config)
+  on_mismatch = str(config.resume_mismatch)
+  wd.claim(identity, on_mismatch=on_mismatch)
+  wd.write_config(config)
+  if config.dataset.name != "synthetic_me_long":
+    raise ValueError(f"config.dataset.name: only 'synthetic_me_long' is supported by the "
+                     f"spotting trainer so far, got {config.dataset.name!r}")
+  began = time.time()
+  videos, dataset = data_lib.load_synthetic(str(config.dataset.preset),
+                                            config.dataset.data_dir or None,
+                                            feature_settings(config))
+  identity = workdir_lib.RunIdentity(config=identity.config, dataset=dataset,
+                                     package_version=identity.package_version)
+  wd.claim(identity, on_mismatch=on_mismatch)
+  digest = identity.digest
+  timing = {"features_s": round(time.time() - began, 1)}
+  subjects = sorted({v.subject for v in videos})
+  if len(subjects) < 2:
+    raise ValueError(f"LOSO needs at least 2 subjects, preset {config.dataset.preset!r} has "
+                     f"{len(subjects)}")
+  folds = [(s, i) for i, s in enumerate(subjects)] if config.train.loso else []
+  if config.train.final:
+    folds.append((FINAL_FOLD, len(subjects)))
+  outputs = {}
+  for fold, index in folds:
+    held_out = [v for v in videos if v.subject == fold]
+    train_videos = [v for v in videos if v.subject != fold]
+    done = _read_fold(wd, fold, digest, [v.video_id for v in held_out])
+    if done is not None:
+      logging.info("fold %s: done earlier, predictions read from %s", fold,
+                   wd.predictions_json(fold))
+      outputs.update(done)
+      continue
+    fold_began = time.time()
+    state = train_fold(config, wd, fold, index, train_videos)
+    record = _fold_record(Predictor(config, state["params"]), held_out)
+    _write_fold(wd, fold, digest, record)
+    outputs.update(record)
+    timing[f"fold_{fold}_s"] = round(time.time() - fold_began, 1)
+    logging.info("fold %s: %d held-out videos, %.1f s", fold, len(held_out),
+                 time.time() - fold_began)
+
+  if not config.train.loso:
+    timing["total_s"] = round(time.time() - began, 1)
+    wd.write_json(wd.timing_json, timing)
+    logging.info("trained the final model only (config.train.loso=False): no LOSO results")
+    return {}
+  truths = {v.video_id: v.truths for v in videos}
+  predicted = predictions_as_intervals(outputs)
+  spotting = metrics.evaluate_spotting(truths, predicted)
+  strs = metrics.evaluate_spot_then_recognise(truths, predicted,
+                                              classes=clip_schema.CLASS_NAMES)
+  k = {str(fps): features_lib.frame_offset(fps, float(config.features.micro_mean_s))
+       for fps in sorted({v.fps for v in videos})}
+  results = {"dataset": dataset, "num_folds": len(subjects), "num_videos": len(videos),
+             "pair_distance_k": k, "peaks": config.peaks.to_dict(),
+             "spotting": spotting.as_dict(), "spot_then_recognise": strs.as_dict(),
+             "predictions": {vid: [{key: i[key] for key in ("onset", "apex", "offset", "type",
+                                                             "class", "score")}
+                                   for i in rec["intervals"]]
+                             for vid, rec in sorted(outputs.items())},
+             "run_identity": digest}
+  wd.write_json(wd.results_json, results)
+  wd.write_text(wd.results_md, results_markdown(results))
+  timing["total_s"] = round(time.time() - began, 1)
+  wd.write_json(wd.timing_json, timing)
+  logging.info("spotting F1 %.3f (micro %.3f, macro %.3f), STRS %.3f; %s",
+               spotting.overall.f1, spotting.per_type["micro"].f1,
+               spotting.per_type["macro"].f1, strs.strs, wd.results_json)
+  return results
+
+
+def load_predictor(workdir: str, fold: str = FINAL_FOLD) -> tuple[Predictor, Any]:
+  """The Predictor of a finished fold of a spotting workdir (default: the "all" fold)."""
+  import ml_collections  # pylint: disable=import-outside-toplevel
+  wd = workdir_lib.Workdir(workdir)
+  if not os.path.isfile(wd.config_json):
+    raise FileNotFoundError(f"{workdir!r} is not a spotting workdir (no config.json); train one "
+                            "with python -m mer_jax.spotting.train --config=configs/spotting.py "
+                            "--workdir=DIR")
+  config = ml_collections.ConfigDict(workdir_lib.read_json(wd.config_json))
+  if "peaks" not in config or "features" not in config:
+    raise ValueError(f"{wd.config_json} is not a spotting config (no 'peaks'/'features'); "
+                     "--spotting_workdir must be a workdir of mer_jax.spotting.train")
+  ckpt = wd.checkpoints_dir(fold)
+  if not os.path.isdir(ckpt):
+    raise FileNotFoundError(f"{workdir!r} has no trained fold {fold!r} ({ckpt}); train with "
+                            "configs/spotting.py (final=true, the default)")
+  manager = checkpoints.create_manager(ckpt, validation_selection=False)
+  # The fold index only seeds the initial values; the restore needs the structure.
+  state, step = checkpoints.restore_latest(manager, initial_state(config, 0))
+  manager.close()
+  if state is None or step < int(config.train.num_steps):
+    raise checkpoints.CheckpointError(f"fold {fold!r} of {workdir!r} has not finished training "
+                                      f"(step {step} of {config.train.num_steps}); rerun the "
+                                      "training command to resume it")
+  return Predictor(config, state["params"]), config
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+  from absl import app  # pylint: disable=import-outside-toplevel,unused-import
+  from absl import flags  # pylint: disable=import-outside-toplevel
+  from ml_collections import config_flags  # pylint: disable=import-outside-toplevel
+  flags.DEFINE_string("workdir", None, "Directory for checkpoints and results.")
+  config_flags.DEFINE_config_file("config", None, "Spotting config (configs/spotting.py).",
+                                  lock_config=True)
+  flags.mark_flags_as_required(["config", "workdir"])
+  flags.FLAGS(list(argv if argv is not None else sys.argv))
+  logging.set_verbosity(logging.INFO)
+  logging.use_absl_handler()
+  results = train_and_evaluate(flags.FLAGS.config, flags.FLAGS.workdir)
+  print(json.dumps({"overall": results["spotting"]["overall"],
+                    "macro_f1": results["spotting"]["macro_f1"],
+                    "strs": results["spot_then_recognise"]["strs"]}, indent=1))
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

@@ -1,0 +1,85 @@
+"""Peak detection: constructed per-frame probability curves -> intervals (NumPy only, fast)."""
+
+import numpy as np
+import pytest
+
+from mer_jax.spotting import peaks
+
+
+def _probs(num_frames, micro=(), macro=(), level=0.9):
+  """(T, 3) probabilities with micro / macro runs [onset, offset] at `level`."""
+  p = np.zeros((num_frames, 3))
+  for (on, off) in micro:
+    p[on:off + 1, 1] = level
+  for (on, off) in macro:
+    p[on:off + 1, 2] = level
+  p[:, 0] = 1 - p[:, 1] - p[:, 2]
+  return p
+
+
+def test_smooth_keeps_constants_and_edges():
+  np.testing.assert_allclose(peaks.smooth(np.full(10, 0.3), 5), 0.3)
+  # An even width is made odd (4 -> 5); edges average the frames that exist.
+  out = peaks.smooth(np.array([0, 0, 1, 0, 0, 0.0]), 4)
+  np.testing.assert_allclose(out, [1 / 3, 1 / 4, 1 / 5, 1 / 5, 1 / 4, 0])
+
+
+def test_runs_above_and_merging():
+  curve = np.array([0, 1, 1, 0, 1, 0, 0, 0, 1, 1.0])
+  assert peaks.runs_above(curve, 0.5) == [(1, 2), (4, 4), (8, 9)]
+  assert peaks.runs_above(curve, 0.5, merge_gap=2) == [(1, 4), (8, 9)]
+  assert peaks.runs_above(np.zeros(5), 0.5) == []
+
+
+def test_clean_runs_become_the_intervals_with_type_and_peak():
+  p = _probs(200, micro=[(20, 31)], macro=[(80, 139)])
+  p[25, 1] = 0.95  # the micro run's peak
+  p[25, 0] = 0.05
+  found = peaks.find_intervals(p, fps=30.0, params=peaks.PeakParams(smooth_s=0.0))
+  assert [(i.onset, i.offset, i.type) for i in found] == [(20, 31, "micro"), (80, 139, "macro")]
+  assert found[0].apex == 25
+  assert found[0].score == pytest.approx((0.9 * 11 + 0.95) / 12)
+
+
+def test_smoothing_bridges_a_one_frame_dip_and_short_blips_are_dropped():
+  p = _probs(120, micro=[(10, 24)], macro=[])
+  p[17, 1], p[17, 0] = 0.0, 1.0   # a one-frame dip inside the micro run
+  p[60:62, 1], p[60:62, 0] = 0.9, 0.1  # a 2-frame blip (< 0.1 s = 3 frames at 30 fps)
+  raw = peaks.find_intervals(p, 30.0, peaks.PeakParams(smooth_s=0.0, merge_gap_s=0.0))
+  assert [(i.onset, i.offset) for i in raw] == [(10, 16), (18, 24)]  # the dip splits
+  smoothed = peaks.find_intervals(p, 30.0, peaks.PeakParams(smooth_s=0.1))
+  assert [(i.onset, i.offset) for i in smoothed] == [(10, 24)]
+
+
+def test_nms_keeps_the_likelier_type_of_one_event():
+  p = np.zeros((100, 3))
+  p[30:60, 1] = 0.55   # micro candidate, weaker
+  p[30:60, 2] = 0.6    # macro candidate on the same frames (probabilities need not sum
+  p[:, 0] = 0.0        # to 1 for the post-processing)
+  params = peaks.PeakParams(smooth_s=0.0)
+  found = peaks.find_intervals(p, 30.0, params)
+  assert [(i.onset, i.offset, i.type) for i in found] == [(30, 59, "macro")]
+  # Overlap of at most nms_overlap of the shorter interval keeps both.
+  p2 = np.zeros((100, 3))
+  p2[10:20, 1] = 0.9
+  p2[15:60, 2] = 0.8   # shares 5 of the micro's 10 frames = 0.5: not above 0.5
+  found = peaks.find_intervals(p2, 30.0, params)
+  assert [(i.onset, i.offset, i.type) for i in found] == [(10, 19, "micro"), (15, 59, "macro")]
+
+
+def test_parameters_are_seconds_so_they_scale_with_fps():
+  # 0.1 s min length: 3 frames at 30 fps, 20 frames at 200 fps.
+  p = _probs(400, micro=[(100, 109)])  # 10 frames
+  assert len(peaks.find_intervals(p, 30.0)) == 1
+  assert peaks.find_intervals(p, 200.0) == []
+
+
+def test_bad_input_is_named():
+  with pytest.raises(ValueError, match="probabilities must be"):
+    peaks.find_intervals(np.zeros((10, 2)), 30.0)
+  with pytest.raises(ValueError, match="fps"):
+    peaks.find_intervals(np.zeros((10, 3)), 0.0)
+  with pytest.raises(ValueError, match="threshold"):
+    peaks.PeakParams(threshold=1.5)
+  with pytest.raises(ValueError, match="smooth_s"):
+    peaks.PeakParams(smooth_s=-1)
