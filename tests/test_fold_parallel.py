@@ -231,3 +231,28 @@ def test_trainer_runs_folds_and_seeds_in_parallel_and_resumes(data_dir, tmp_path
   os.remove(work / "results.json")
   train.train_and_evaluate(config, str(work))
   assert json.loads((work / "results.json").read_text()) == json.loads(before)
+
+
+@pytest.mark.slow
+def test_validation_selection_picks_each_members_best_checkpoint(tmp_path):
+  """model_selection="validation": each member scored on its own validation subject at every
+  checkpoint (steps 3 and 6); the state tested is the best one, its step recorded."""
+  index, features = _toy()
+  config = _config("flow_linear", parallel_folds=-1, model_selection="validation",
+                   num_validation_subjects=1)
+  folds = input_pipeline.loso_folds(index, num_validation_subjects=1)
+  members, predictions = _parallel(config, index, features, folds, tmp_path)
+  for member, records in zip(members, predictions):
+    assert {r["selected_step"] for r in records} <= {3, 6}
+    assert {r["subject"] for r in records} == {member.fold.test_subject.split("/")[1]}
+  # The chunk checkpoint keeps each member's best validation UF1 beside the running state.
+  from mer_jax import checkpoints  # pylint: disable=import-outside-toplevel
+  trainer = fold_parallel.ChunkTrainer(config, members, index, features, jax.devices())
+  manager = checkpoints.create_manager(str(tmp_path / "parallel" / "ckpt"),
+                                       validation_selection=False)
+  saved, step = checkpoints.restore_latest(manager, trainer.checkpoint_target())
+  manager.close()
+  assert step == 6
+  chosen = [r[0]["selected_step"] for r in predictions]
+  np.testing.assert_array_equal(saved["best_step"][:len(members)], chosen)
+  assert (saved["best_uf1"][:len(members)] >= 0).all()
