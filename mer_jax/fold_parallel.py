@@ -74,25 +74,22 @@ import numpy as np
 
 from mer_jax import checkpoints
 from mer_jax import evaluation
+from mer_jax import input_pipeline
 from mer_jax import motion_input
+from mer_jax import predict as predict_lib
 from mer_jax import schema
 from mer_jax import steps as steps_lib
 from mer_jax import train_state
 from mer_jax.models import create_model
 
 FOLD_AXIS = "folds"
-MEMBER_LOOP = "vmap"
-
-
-class NonFiniteLossError(FloatingPointError):
-  """Raised when a member's training loss or parameters become NaN or Inf."""
 
 
 @dataclasses.dataclass(frozen=True)
 class Member:
   """One training of a run: LOSO fold `fold` (position `fold_index`) under run seed `seed`."""
   fold_index: int
-  fold: object  # input_pipeline.Fold
+  fold: input_pipeline.Fold
   seed: int
   is_first_seed: bool
 
@@ -248,11 +245,6 @@ def _train_program(mesh: jax.sharding.Mesh, *, normalization: str, label_smoothi
 
     def one_step(carry, xs):
       step_rows, step_flips, step = xs
-      if MEMBER_LOOP == "unroll":
-        outs = [member_step(jax.tree.map(lambda x, i=i: x[i], carry), step_rows[i],
-                            step_flips[i], keys[i], class_weights[i], step)
-                for i in range(step_rows.shape[0])]
-        return jax.tree.map(lambda *xs: jnp.stack(xs), *outs)
       return jax.vmap(member_step, in_axes=(0, 0, 0, 0, 0, None))(
           carry, step_rows, step_flips, keys, class_weights, step)
 
@@ -294,10 +286,6 @@ def _stack(trees: Sequence) -> object:
                             [np.stack(column) for column in zip(*leaves)])
 
 
-def _take(tree, i: int):
-  return jax.tree.map(lambda x: x[i], tree)
-
-
 def _host(tree):
   # An explicit copy: on CPU a device buffer may alias memory the next (donating) step reuses.
   return jax.tree.map(lambda x: np.array(x, copy=True), tree)
@@ -334,15 +322,9 @@ class ChunkTrainer:
       keys.append(np.asarray(jax.random.key_data(dropout_rng)))
     self.initial = _host(_stack(inits))
     self.dropout_keys = jax.device_put(np.stack(keys), member_sharding)
-    weights = []
-    for m in padded:
-      if config.class_weighting == "balanced":
-        from mer_jax import input_pipeline  # pylint: disable=import-outside-toplevel
-        weights.append(input_pipeline.class_weights(index, m.fold.train_subjects,
-                                                    schema.NUM_CLASSES))
-      else:
-        weights.append(np.ones(schema.NUM_CLASSES, np.float32))
-    self.class_weights = jax.device_put(np.stack(weights), member_sharding)
+    self.class_weights = jax.device_put(
+        np.stack([input_pipeline.loss_class_weights(config, index, m.fold.train_subjects)
+                  for m in padded]), member_sharding)
     # The serial trainer's stream, member by member (seeded by the process index too: 0).
     self.schedules = [motion_input.TrainSchedule(
         index, m.fold.train_subjects, batch_size=config.batch_size,
@@ -391,12 +373,12 @@ class ChunkTrainer:
 
   def check_finite(self, metrics: dict, first_step: int, directory: str,
                    last_good_step: Optional[int]) -> None:
-    """Raises `NonFiniteLossError` naming the first member and step whose loss is not finite."""
+    """Raises `steps.NonFiniteLossError` naming the first member and step with a non-finite loss."""
     bad = ~(np.isfinite(metrics["loss"]) & np.isfinite(metrics["param_norm"]))
     if bad[:self.layout.num_members].any():
       member, t = np.argwhere(bad[:self.layout.num_members])[0]
       m = self.members[member]
-      raise NonFiniteLossError(
+      raise steps_lib.NonFiniteLossError(
           f"fold {m.fold.name} (seed {m.seed}): training loss is {metrics['loss'][member, t]} "
           f"(parameter norm {metrics['param_norm'][member, t]}) at step {first_step + t + 1}; "
           f"stopping the run. The last good checkpoint (step {last_good_step}) is kept in "
@@ -409,8 +391,7 @@ class ChunkTrainer:
     Returns one list of prediction dicts per real member (the fields of
     `mer_jax.predict.predict`).
     """
-    rows_of = [np.flatnonzero(np.isin(self.index.subject_key, list(subjects_of(m))))
-               for m in self.padded]
+    rows_of = [self.index.rows_of(subjects_of(m)) for m in self.padded]
     for m, rows in zip(self.members, rows_of):
       if not len(rows):
         raise ValueError(f"no clips for subjects {list(subjects_of(m))} (fold {m.fold.name})")
@@ -429,15 +410,10 @@ class ChunkTrainer:
     results = []
     for i, m in enumerate(self.members):
       probs = np.concatenate(probabilities[i])
-      records = []
-      for row, p in zip(rows_of[i], probs):
-        records.append({
-            "clip_id": str(self.index.clip_id[row]),
-            "subject": str(self.index.subject_key[row]).split("/", 1)[1],
-            "dataset": str(self.index.dataset[row]), "label": int(self.index.label[row]),
-            "prediction": int(np.argmax(p)),
-            "probabilities": [round(float(x), 6) for x in p]})
-      results.append(records)
+      results.append([predict_lib.prediction_record(
+          self.index.clip_id[row], str(self.index.subject_key[row]).split("/", 1)[1],
+          self.index.dataset[row], self.index.label[row], p)
+                      for row, p in zip(rows_of[i], probs)])
     return results
 
 

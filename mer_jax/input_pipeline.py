@@ -43,7 +43,6 @@ import importlib
 import os
 import queue
 import re
-import sys
 import threading
 from typing import Any, Iterator, Optional, Sequence
 
@@ -57,6 +56,7 @@ import ml_collections
 import numpy as np
 import tensorflow_datasets as tfds
 
+from mer_jax import sampling
 from mer_jax import schema
 
 SAMPLING_MODES = ("uniform", "apex")
@@ -221,6 +221,10 @@ class ClipIndex:
   @property
   def subjects(self) -> list[str]:
     return sorted(set(self.subject_key.tolist()))
+
+  def rows_of(self, subjects: Sequence[str]) -> np.ndarray:
+    """Positions (int64, record order) of the clips of `subjects` (`dataset/subject` keys)."""
+    return np.flatnonzero(np.isin(self.subject_key, list(subjects)))
 
 
 class _KeepEncoded(tfds.decode.SkipDecoding):
@@ -591,43 +595,12 @@ class EvalClip(grain.transforms.Map):
                                                    resize=resize), mask)
 
 
-def _clip_rows(index: ClipIndex, subjects: Sequence[str]) -> list[int]:
-  return np.flatnonzero(np.isin(index.subject_key, list(subjects))).tolist()
-
-
-class FoldSampler:
-  """An endless sequence of a fold's record indices: epoch e is a permutation seeded by (seed, e).
-
-  `sampler[k]` is a pure function of (seed, k): random access, no state, so
-  step s of a fold is found without drawing steps 0..s-1. (Grain's own
-  `MapDataset.shuffle` gives the same guarantee for datasets of any size,
-  at about 7 ms per element here: the index shuffle, not the clip, was the
-  pipeline's cost. Folds have at most a few thousand clips, so one
-  permutation per epoch is cheap.)
-  """
-
-  def __init__(self, rows: Sequence[int], seed: int):
-    self.rows = np.asarray(rows, np.int64)
-    self.seed = int(seed)
-    self._epoch, self._order = -1, self.rows
-
-  def __len__(self) -> int:
-    return sys.maxsize  # Endless: epochs follow one another.
-
-  def __getitem__(self, k: int) -> int:
-    epoch, position = divmod(int(k), len(self.rows))
-    if epoch != self._epoch:  # Elements are drawn in order: one permutation per epoch.
-      order = np.random.default_rng([self.seed, epoch]).permutation(self.rows)
-      self._epoch, self._order = epoch, order
-    return int(self._order[position])
-
-
 def fold_sampler(index: ClipIndex, subjects: Sequence[str], *, seed: int,
                  shard_options: Optional[grain.sharding.ShardOptions] = None
                  ) -> grain.MapDataset:
   """A fold's endless training stream of record indices: its own clips only, shuffled.
 
-  Each epoch is a fresh permutation of the fold's clips (`FoldSampler`), a
+  Each epoch is a fresh permutation of the fold's clips (`sampling.FoldSampler`), a
   pure function of `seed`. With `shard_options` (several hosts) each process
   draws from its own share of the clips.
 
@@ -640,15 +613,15 @@ def fold_sampler(index: ClipIndex, subjects: Sequence[str], *, seed: int,
   Returns:
     An infinite `grain.MapDataset` of ints (record positions in the split).
   """
-  rows = _clip_rows(index, subjects)
-  if not rows:
+  rows = index.rows_of(subjects)
+  if not len(rows):
     raise ValueError(f"no clips of subjects {list(subjects)[:5]} in the clip index")
   if shard_options is not None and shard_options.shard_count > 1:
     rows = rows[shard_options.shard_index::shard_options.shard_count]
-    if not rows:
+    if not len(rows):
       raise ValueError(f"process shard {shard_options.shard_index} of "
                        f"{shard_options.shard_count} holds no training clip")
-  return grain.MapDataset.source(FoldSampler(rows, seed))
+  return grain.MapDataset.source(sampling.FoldSampler(rows, seed))
 
 
 def _read_options(input_config: ml_collections.ConfigDict) -> grain.ReadOptions:
@@ -769,7 +742,7 @@ def create_eval_dataset(builder: tfds.core.DatasetBuilder, split: str, subjects:
   """
   source = records(builder, split)
   index = index if index is not None else read_clip_index(builder, split)
-  rows = _clip_rows(index, subjects)
+  rows = index.rows_of(subjects).tolist()
   if not rows:
     raise ValueError(f"no clips for subjects {list(subjects)} in split {split!r}")
   ds = (grain.MapDataset.source(rows).map(ReadRecord(source)).map(EvalClip(input_config))
@@ -870,7 +843,7 @@ def prefetch_to_devices(batches: Iterator[dict[str, np.ndarray]], *, mode: str,
 
 def class_weights(index: ClipIndex, subjects: Sequence[str], num_classes: int) -> np.ndarray:
   """Inverse-frequency class weights over the given training subjects, mean 1 over samples."""
-  labels = index.label[np.isin(index.subject_key, list(subjects))]
+  labels = index.label[index.rows_of(subjects)]
   counts = np.bincount(labels, minlength=num_classes).astype(np.float64)
   if (counts == 0).any():
     missing = [schema.CLASS_NAMES[c] for c in np.flatnonzero(counts == 0)]
@@ -878,3 +851,12 @@ def class_weights(index: ClipIndex, subjects: Sequence[str], num_classes: int) -
                      "class_weighting='balanced' is undefined")
   weights = counts.sum() / (num_classes * counts)
   return weights.astype(np.float32)
+
+
+def loss_class_weights(config: ml_collections.ConfigDict, index: ClipIndex,
+                       subjects: Sequence[str]) -> np.ndarray:
+  """A fold's `(num_classes,)` float32 loss weights: `class_weights` over its training
+  `subjects` when `config.class_weighting == "balanced"`, else ones."""
+  if config.class_weighting == "balanced":
+    return class_weights(index, subjects, schema.NUM_CLASSES)
+  return np.ones(schema.NUM_CLASSES, np.float32)

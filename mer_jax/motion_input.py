@@ -36,6 +36,8 @@ from typing import Iterator, Optional, Sequence
 
 import numpy as np
 
+from mer_jax import sampling
+
 REPRESENTATIONS = ("frames", "flow")
 NORMALIZATIONS = ("minmax", "fixed")
 HOST_FIELDS = ("clip_id", "subject", "dataset")
@@ -182,38 +184,30 @@ def _batch(features: FlowFeatures, index, rows: np.ndarray, flips: Optional[np.n
 class TrainSchedule:
   """Which clips (and flips) a fold's training steps draw: a pure function of (seed, step).
 
-  Step s (0-based) holds positions `s * batch_size .. (s + 1) * batch_size - 1`
-  of an endless sequence of epochs over the fold's training clips, each epoch a
-  permutation drawn from (seed, epoch); the flips of step s are drawn from
-  (seed, 1, s). So step s is the same batch whether a run started at 0 or
-  resumed at s, and the serial trainer (host batches) and the fold-parallel
-  one (`mer_jax.fold_parallel`, batches gathered on the device) draw the same.
+  Step s (0-based) holds elements `s * batch_size .. (s + 1) * batch_size - 1`
+  of the fold's stream (`sampling.FoldSampler`: epochs of permutations drawn
+  from (seed, epoch), the frame pipeline's rule too); the flips of step s are
+  drawn from (seed, 1, s). So step s is the same batch whether a run started
+  at 0 or resumed at s, and the serial trainer (host batches) and the
+  fold-parallel one (`mer_jax.fold_parallel`, batches gathered on the device)
+  draw the same.
   """
 
   def __init__(self, index, subjects: Sequence[str], *, batch_size: int, seed: int,
                flip: bool = True):
-    self.rows = np.flatnonzero(np.isin(index.subject_key, list(subjects)))
+    self.rows = index.rows_of(subjects)
     if not len(self.rows):
       raise ValueError(f"no clips for training subjects {list(subjects)[:5]}")
     self.batch_size = batch_size
     self.seed = seed
     self.flip = flip
-    self._permutations: dict[int, np.ndarray] = {}
+    self._stream = sampling.FoldSampler(self.rows, seed)
 
   def step(self, step: int) -> tuple[np.ndarray, Optional[np.ndarray]]:
     """`(rows (batch_size,) int64 into the clip index, flips (batch_size,) bool or None)`."""
-    n = len(self.rows)
-    positions = step * self.batch_size + np.arange(self.batch_size)
-    epochs = positions // n
-    chosen = np.empty(self.batch_size, np.int64)
-    for epoch in np.unique(epochs):
-      epoch = int(epoch)
-      if epoch not in self._permutations:
-        # Keep only the epochs in use: a long run must not hold every permutation.
-        self._permutations = {e: p for e, p in self._permutations.items() if e >= epoch - 1}
-        self._permutations[epoch] = np.random.default_rng([self.seed, epoch]).permutation(n)
-      where = epochs == epoch
-      chosen[where] = self.rows[self._permutations[epoch][positions[where] % n]]
+    first = step * self.batch_size
+    chosen = np.array([self._stream[k] for k in range(first, first + self.batch_size)],
+                      np.int64)
     flips = ((np.random.default_rng([self.seed, 1, step]).random(self.batch_size) < 0.5)
              if self.flip else None)
     return chosen, flips
@@ -245,6 +239,6 @@ def train_batches(features: FlowFeatures, index, subjects: Sequence[str], *, bat
 def eval_batches(features: FlowFeatures, index, subjects: Sequence[str], *,
                  batch_size: int, normalization: str = "minmax") -> Iterator[dict]:
   """Every clip of `subjects` once, in index order; the last batch may be short."""
-  rows = np.flatnonzero(np.isin(index.subject_key, list(subjects)))
+  rows = index.rows_of(subjects)
   for start in range(0, len(rows), batch_size):
     yield _batch(features, index, rows[start:start + batch_size], None, normalization)

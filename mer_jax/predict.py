@@ -18,6 +18,13 @@ def _text(value) -> str:
   return value.decode() if isinstance(value, bytes) else str(value)
 
 
+def prediction_record(clip_id, subject, dataset, label, probabilities) -> dict:
+  """One clip's prediction as every fold predictions file stores it (`probabilities` `(C,)`)."""
+  return {"clip_id": _text(clip_id), "subject": _text(subject), "dataset": _text(dataset),
+          "label": int(label), "prediction": int(np.argmax(probabilities)),
+          "probabilities": [round(float(p), 6) for p in probabilities]}
+
+
 def predict(steps: steps_lib.Steps, state: TrainState, builder, split: str,
             subjects: Sequence[str], config: ml_collections.ConfigDict, *, mode: str,
             mesh: jax.sharding.Mesh, flow_features=None, index=None) -> list[dict]:
@@ -47,11 +54,8 @@ def predict(steps: steps_lib.Steps, state: TrainState, builder, split: str,
         input_pipeline.device_arrays(batch), mode=mode, mesh=mesh)
     probs = steps_lib.local_outputs(steps.eval(state, device_batch), mode)
     for i in np.flatnonzero(valid):
-      records.append({
-          "clip_id": _text(batch["clip_id"][i]), "subject": _text(batch["subject"][i]),
-          "dataset": _text(batch["dataset"][i]), "label": int(batch["label"][i]),
-          "prediction": int(np.argmax(probs[i])),
-          "probabilities": [round(float(p), 6) for p in probs[i]]})
+      records.append(prediction_record(batch["clip_id"][i], batch["subject"][i],
+                                       batch["dataset"][i], batch["label"][i], probs[i]))
   if not records:
     raise ValueError(f"no clips for subjects {list(subjects)} in split {split!r}")
   return records

@@ -31,6 +31,10 @@ AXIS = "data"
 STEP_MODES = ("pmap", "shard_map")
 
 
+class NonFiniteLossError(FloatingPointError):
+  """Raised when the training loss or the parameters become NaN or Inf (serial or parallel)."""
+
+
 def clip_loss(logits: jnp.ndarray, labels: jnp.ndarray, mask: jnp.ndarray,
                label_smoothing: float) -> jnp.ndarray:
   """Cross-entropy per clip `(B,)`; per-frame logits `(B, N, C)` average over valid frames."""

@@ -56,8 +56,8 @@ from mer_jax import workdir as workdir_lib
 from mer_jax.models import create_model
 
 
-class NonFiniteLossError(FloatingPointError):
-  """Raised when the training loss or the parameters become NaN or Inf."""
+# One error for a diverged fold, whichever loop trains it (main reports it without a traceback).
+NonFiniteLossError = steps_lib.NonFiniteLossError
 
 
 def train_fold(config: ml_collections.ConfigDict, fold: input_pipeline.Fold, fold_index: int,
@@ -88,8 +88,7 @@ def train_fold(config: ml_collections.ConfigDict, fold: input_pipeline.Fold, fol
 
   # --- Loop: the fold's training stream, from `start_step`, one device step at a time.
   class_weights = jnp.asarray(
-      input_pipeline.class_weights(index, fold.train_subjects, schema.NUM_CLASSES)
-      if config.class_weighting == "balanced" else np.ones(schema.NUM_CLASSES, np.float32))
+      input_pipeline.loss_class_weights(config, index, fold.train_subjects))
   local_batch = config.batch_size // jax.process_count()
   if flow_features is not None:
     # Each process draws its own share: the stream is seeded by the process index too.
@@ -188,7 +187,6 @@ def _train_folds_serially(config, folds, builder, index, flow_features, run_dir,
                           writer, mesh, steps) -> list[dict]:
   """Every fold one after another (finished ones read back); their test predictions."""
   predictions = []
-  trained_seconds = []
   run_progress = metric_writers.LosoProgress(num_folds=len(folds),
                                              num_train_steps=config.num_train_steps)
   for fold_index, fold in enumerate(folds):  # Finished earlier: not counted in the run ETA.
@@ -208,15 +206,13 @@ def _train_folds_serially(config, folds, builder, index, flow_features, run_dir,
     if jax.process_index() == 0:
       run_dir.write_fold_predictions(fold.name, identity.digest, fold_predictions)
     predictions += fold_predictions
-    trained_seconds.append(time.time() - fold_start)
-    run_progress.mark_done(fold_index, trained_seconds[-1])
-    remaining = sum(1 for f in folds[fold_index + 1:]
-                    if not os.path.exists(run_dir.predictions_json(f.name)))
+    seconds = time.time() - fold_start
+    run_progress.mark_done(fold_index, seconds)
     fold_report = evaluation.pooled_report(fold_predictions)["overall"]
-    logging.info("fold %s (%d of %d): test accuracy %.3f on %d clips; %.0f s; run ETA %.0f s",
+    logging.info("fold %s (%d of %d): test accuracy %.3f on %d clips; %.0f s; run ETA %s",
                  fold.name, fold_index + 1, len(folds), fold_report["accuracy"],
-                 fold_report["num_samples"], trained_seconds[-1],
-                 remaining * float(np.mean(trained_seconds)))
+                 fold_report["num_samples"], seconds, metric_writers.format_seconds(
+                     run_progress.run_eta(fold_index, 0.0, steps_per_sec=1.0)))
   return predictions
 
 
@@ -229,33 +225,35 @@ def _train_folds_in_parallel(config, folds, index, flow_features, run_dir, ident
   """
   chunks = fold_parallel.plan_chunks(config, folds)
   by_seed: dict[int, list[dict]] = {s: [] for s in fold_parallel.run_seeds(config)}
-  chunk_seconds = []
+  # The run's progress counts chunks as LosoProgress counts folds.
+  run_progress = metric_writers.LosoProgress(num_folds=len(chunks),
+                                             num_train_steps=config.num_train_steps)
   for c, members in enumerate(chunks):
     done = [run_dir.read_fold_predictions(
         m.name, identity.digest, index.clip_id[index.subject_key == m.fold.test_subject].tolist())
             for m in members]
     if all(d is not None for d in done):
+      run_progress.mark_done(c)
       logging.info("chunk %d of %d: already done (%d member(s))", c + 1, len(chunks),
                    len(members))
     else:
       began = time.time()
 
-      def progress(step, num_steps, rate, c=c, began=began):
+      def progress(step, num_steps, rate, c=c, began=began, members=members):
         elapsed = time.time() - began
-        chunk_eta = elapsed / step * (num_steps - step) if step else float("nan")
-        per_chunk = (float(np.mean(chunk_seconds)) if chunk_seconds
-                     else elapsed / max(step, 1) * num_steps)
+        chunk_eta = elapsed / step * (num_steps - step)
         logging.info("chunk %d of %d (%d member(s)): step %d of %d, %.1f member-steps/s; "
-                     "chunk ETA %.0f s, run ETA %.0f s", c + 1, len(chunks), len(members),
-                     step, num_steps, rate, chunk_eta,
-                     chunk_eta + per_chunk * (len(chunks) - c - 1))
+                     "chunk ETA %s, run ETA %s", c + 1, len(chunks), len(members), step,
+                     num_steps, rate, metric_writers.format_seconds(chunk_eta),
+                     metric_writers.format_seconds(run_progress.run_eta(
+                         c, chunk_eta, steps_per_sec=step / max(elapsed, 1e-9))))
 
       done = fold_parallel.train_chunk(config, members, index, flow_features,
                                        run_dir.checkpoints_dir(f"chunk{c:03d}"), writer=writer,
                                        progress=progress)
       for m, member_predictions in zip(members, done):
         run_dir.write_fold_predictions(m.name, identity.digest, member_predictions)
-      chunk_seconds.append(time.time() - began)
+      run_progress.mark_done(c, time.time() - began)
     for m, member_predictions in zip(members, done):
       by_seed[m.seed] += member_predictions
   first = fold_parallel.run_seeds(config)[0]
