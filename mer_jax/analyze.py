@@ -390,7 +390,7 @@ def analyze(input_path: str, out_dir: str, *, spotting_workdir: str,
       "crop": (dataclasses.asdict(face_crop) if face_crop else {"mode": "none"}),
       "spotting_workdir": os.path.abspath(spotting_workdir),
       "recognition_workdir": os.path.abspath(recognition_workdir),
-      "peaks": config.peaks.to_dict(),
+      "peaks": dataclasses.asdict(predictor.peak_params),
       "intervals": result["intervals"],
   }
   from mer_jax import workdir as workdir_lib  # pylint: disable=import-outside-toplevel

@@ -186,6 +186,10 @@ PRESETS: Mapping[str, LongVideoConfig] = {
         blinks_per_minute=20.0, mouth_per_minute=10.0, head_moves_per_minute=8.0),
     # Like CAS(ME)^2: 30 fps, long recordings with macro- and micro-expressions.
     "cas_like": LongVideoConfig(),
+    # The cas_like recipe with other subjects and videos (another seed): spotting
+    # choices (peak parameters, schedules) are made here, then cas_like is scored
+    # once, so no choice is made on the benchmark's own test folds.
+    "cas_like_dev": LongVideoConfig(seed=1),
     # Like SAMM long videos: 200 fps, shorter recordings (frames are 6.7x denser).
     "samm_like": LongVideoConfig(
         num_subjects=6, videos_per_subject=1, duration_s=20.0, fps=200.0,

@@ -185,3 +185,34 @@ def test_unrun_cells_are_reported_with_their_command(tmp_path):
     baselines.learned_cell(baselines.ROW_BY_KEY["flow_linear"], "default", [0], out,
                            {"no_such_field": 1}, train_missing=False)
   json.dumps(cell)
+
+
+def test_dev_ranking_uses_only_candidates_with_every_dev_tier(monkeypatch):
+  monkeypatch.setattr(baselines, "OURS", "off_apexnet_linear")
+  tiers = ["dev", "low_amplitude_dev", "composite_dev"]
+  cells = {
+      ("dev", "off_apexnet_linear"): _done(0.98, 0.0), ("dev", "off_apexnet_std"): _done(0.97, 0.0),
+      ("low_amplitude_dev", "off_apexnet_linear"): _done(0.89, 0.0),
+      ("low_amplitude_dev", "off_apexnet_std"): _done(0.93, 0.0),
+      ("composite_dev", "off_apexnet_linear"): _done(0.77, 0.0),
+      ("composite_dev", "off_apexnet_std"): _done(0.60, 0.0),
+      # flow_resnet misses a dev tier: left out of the mean, not compared on fewer tiers.
+      ("dev", "flow_resnet"): _done(0.99, 0.0),
+      ("low_amplitude_dev", "flow_resnet"): {"status": "not_run", "reason": "x", "command": "y"},
+  }
+  ranking = baselines.dev_ranking(cells, tiers)
+  assert [k for k, _ in ranking] == ["off_apexnet_linear", "off_apexnet_std"]
+  assert ranking[0][1] == pytest.approx((0.98 + 0.89 + 0.77) / 3)
+  assert baselines.dev_best_per_tier(cells, tiers) == {
+      "dev": "flow_resnet", "low_amplitude_dev": "off_apexnet_std",
+      "composite_dev": "off_apexnet_linear"}
+  monkeypatch.setattr(baselines, "DEV_TIERS", tuple(tiers))
+  text = baselines._ranking_text(ranking, tiers)
+  assert text == "`off_apexnet_linear` 0.880, `off_apexnet_std` 0.833"
+  # A recorded choice the dev cells contradict is flagged, not silently kept ...
+  assert "WARNING" in baselines._ranking_text(list(reversed(ranking)), tiers)
+  # ... but only when every dev tier took part.
+  partial = baselines._ranking_text(list(reversed(ranking)), tiers[:1])
+  assert "WARNING" not in partial and partial.endswith("the choice uses all of "
+                                                       f"{tiers})")
+  assert baselines.dev_ranking(cells, []) == []

@@ -108,6 +108,35 @@ def test_synthetic_me_long_tiny_builds_deterministically_and_reads_back(tmp_path
   np.testing.assert_array_equal(again["s01/v00"]["frames"], rendered["s01/v00"]["frames"])
 
 
+def test_cas_like_dev_is_the_cas_like_recipe_with_other_people_and_videos():
+  test, dev = synthetic_long.PRESETS["cas_like"], synthetic_long.PRESETS["cas_like_dev"]
+  assert dev.seed != test.seed
+  assert dataclasses.replace(dev, seed=test.seed) == test  # every shape setting the same
+  # Other identities: same ids, different faces.
+  for a, b in zip(synthetic.make_subjects(test.num_subjects, test.seed),
+                  synthetic.make_subjects(dev.num_subjects, dev.seed)):
+    assert a.subject_id == b.subject_id and a != b
+  # Other videos: the first video (shortened so the test renders in seconds) has
+  # another timeline and other frames.
+  short = dict(num_subjects=1, videos_per_subject=1, duration_s=18.0)
+  first = [next(synthetic_long.generate_dataset(dataclasses.replace(c, **short)))
+           for c in (test, dev)]
+  assert first[0][0] == first[1][0] == "s00/v00"
+  assert first[0][1]["intervals"] != first[1][1]["intervals"]
+  assert first[0][1]["frames"].shape == first[1][1]["frames"].shape == (540, 64, 64, 3)
+  assert not np.array_equal(first[0][1]["frames"], first[1][1]["frames"])
+  # Selectable as a TFDS config and in the spotting config, with its own dataset identity.
+  assert "cas_like_dev" in [c.name for c in synthetic_me_long.Builder.BUILDER_CONFIGS]
+  from configs import spotting as spotting_config  # pylint: disable=import-outside-toplevel
+  from mer_jax.spotting import data as data_lib  # pylint: disable=import-outside-toplevel
+  from mer_jax.spotting import train  # pylint: disable=import-outside-toplevel
+  config = spotting_config.get_config("preset=cas_like_dev")
+  assert config.dataset.preset == "cas_like_dev"
+  settings = train.feature_settings(config)
+  assert data_lib.dataset_fingerprint("cas_like_dev", settings) != (
+      data_lib.dataset_fingerprint("cas_like", settings))
+
+
 # ----------------------------------------------------------------------------
 # CAS(ME)^2: coding sheet without header, two naming-rule sheets, rawpic/.
 

@@ -364,3 +364,40 @@ def _train_and_score(config, *, steps, learning_rate):
 def test_short_training_run_beats_chance(name, learning_rate):
   accuracy = _train_and_score(_flow_model_config(name), steps=25, learning_rate=learning_rate)
   assert accuracy >= 0.8, f"{name}: held-out accuracy {accuracy:.2f} (chance 0.33)"
+
+
+# --------------------------------------------------------------------------------------------
+# flow_standardize: per-feature z-scores with the training batches' statistics.
+# --------------------------------------------------------------------------------------------
+
+def test_flow_standardize_z_scores_each_feature_with_training_statistics():
+  config = _flow_model_config("flow_linear", spatial_pool="flatten", spatial_pool_kwargs={},
+                              flow_standardize=True)
+  model = create_model(config)
+  # Features with very different means and scales per position and channel.
+  key_a, key_b = jax.random.split(jax.random.key(1))
+  scale = jax.random.uniform(key_a, (1, 1, SIZE, SIZE, 3), minval=0.01, maxval=5.0)
+  frames = 3.0 + scale * jax.random.normal(key_b, (64, 1, SIZE, SIZE, 3))
+  mask = jnp.ones((64, 1), bool)
+  variables = model.init(jax.random.key(0), frames, mask, train=False)
+  # No learned scale or bias: only running statistics, one per input feature.
+  assert "flow_standardize" not in variables["params"]
+  assert variables["batch_stats"]["flow_standardize"]["mean"].shape == (SIZE, SIZE, 3)
+  # In training the batch is z-scored per feature: the classifier sees x' = (x - mean) / std.
+  kernel = variables["params"]["classifier"]["kernel"]
+  bias = variables["params"]["classifier"]["bias"]
+  logits, updates = model.apply(variables, frames, mask, train=True, mutable=["batch_stats"],
+                                rngs={"dropout": jax.random.key(2)})
+  z = (frames - frames.mean(axis=0)) / jnp.sqrt(frames.var(axis=0) + 1e-6)
+  np.testing.assert_allclose(logits, z.reshape(64, -1) @ kernel + bias, rtol=1e-4, atol=1e-3)
+  # Evaluation uses the running statistics, which moved toward the batch's.
+  moved = updates["batch_stats"]["flow_standardize"]["mean"]
+  np.testing.assert_allclose(moved, 0.1 * frames.mean(axis=(0, 1)), rtol=1e-5, atol=1e-5)
+
+
+def test_flow_standardize_needs_flow_input():
+  config = default_config.get_config("tiny")
+  config.model.flow_standardize = True
+  with pytest.raises(ValueError, match=r"flow_standardize=True z-scores flow features and "
+                                       r"needs config.model.input_mode='flow', got 'diff'"):
+    create_model(config.model)

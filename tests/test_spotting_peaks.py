@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from mer_jax.spotting import metrics
 from mer_jax.spotting import peaks
 
 
@@ -56,7 +57,8 @@ def test_nms_keeps_the_likelier_type_of_one_event():
   p[30:60, 1] = 0.55   # micro candidate, weaker
   p[30:60, 2] = 0.6    # macro candidate on the same frames (probabilities need not sum
   p[:, 0] = 0.0        # to 1 for the post-processing)
-  params = peaks.PeakParams(smooth_s=0.0)
+  # The 1 s micro run would be dropped by duration before suppression: rule off here.
+  params = peaks.PeakParams(smooth_s=0.0, drop_by_duration=False)
   found = peaks.find_intervals(p, 30.0, params)
   assert [(i.onset, i.offset, i.type) for i in found] == [(30, 59, "macro")]
   # Overlap of at most nms_overlap of the shorter interval keeps both.
@@ -69,9 +71,61 @@ def test_nms_keeps_the_likelier_type_of_one_event():
 
 def test_parameters_are_seconds_so_they_scale_with_fps():
   # 0.1 s min length: 3 frames at 30 fps, 20 frames at 200 fps.
+  params = peaks.PeakParams(smooth_s=0.1, min_length_s=0.1)
   p = _probs(400, micro=[(100, 109)])  # 10 frames
-  assert len(peaks.find_intervals(p, 30.0)) == 1
-  assert peaks.find_intervals(p, 200.0) == []
+  assert len(peaks.find_intervals(p, 30.0, params)) == 1
+  assert peaks.find_intervals(p, 200.0, params) == []
+
+
+@pytest.mark.parametrize("fps", [30.0, 200.0])
+def test_candidates_whose_duration_contradicts_their_type_are_dropped(fps):
+  # Runs given in seconds from onset to offset frame: (offset - onset) / fps, the duration
+  # metrics.expression_type judges. Consistent: a 0.3 s micro, a 1 s macro; inconsistent:
+  # a 0.6 s micro and a 0.3 s macro; on the boundary: a micro of exactly 0.5 s.
+  def run(start_s, duration_s):
+    onset = int(round(start_s * fps))
+    return onset, onset + int(round(duration_s * fps))
+  micro_ok, macro_ok = run(1.0, 0.3), run(3.0, 1.0)
+  micro_long, macro_short, micro_edge = run(6.0, 0.6), run(8.0, 0.3), run(10.0, 0.5)
+  p = _probs(int(12 * fps), micro=[micro_ok, micro_long, micro_edge],
+             macro=[macro_ok, macro_short])
+  assert metrics.expression_type(*micro_long, fps) == "macro"
+  assert metrics.expression_type(*macro_short, fps) == "micro"
+  assert metrics.expression_type(*micro_edge, fps) == "micro"
+  off = peaks.find_intervals(p, fps, peaks.PeakParams(smooth_s=0.0, drop_by_duration=False))
+  assert [(i.onset, i.offset, i.type) for i in off] == [
+      (*micro_ok, "micro"), (*macro_ok, "macro"), (*micro_long, "micro"),
+      (*macro_short, "macro"), (*micro_edge, "micro")]
+  on = peaks.find_intervals(p, fps, peaks.PeakParams(smooth_s=0.0, drop_by_duration=True))
+  assert [(i.onset, i.offset, i.type) for i in on] == [
+      (*micro_ok, "micro"), (*macro_ok, "macro"), (*micro_edge, "micro")]
+  # Kept intervals are unchanged by the rule (apex, score).
+  assert on == [i for i in off if (i.onset, i.offset) != micro_long
+                and (i.onset, i.offset) != macro_short]
+
+
+def test_a_dropped_candidate_no_longer_suppresses_the_other_type():
+  # One 0.6 s event at 30 fps scored likelier micro than macro: without the rule the micro
+  # candidate wins the suppression; with it, it is dropped first and the macro one stays.
+  p = np.zeros((100, 3))
+  p[30:49, 1] = 0.8   # frames 30..48: (48 - 30) / 30 = 0.6 s
+  p[30:49, 2] = 0.6
+  off = peaks.find_intervals(p, 30.0, peaks.PeakParams(smooth_s=0.0, drop_by_duration=False))
+  assert [(i.onset, i.offset, i.type) for i in off] == [(30, 48, "micro")]
+  on = peaks.find_intervals(p, 30.0, peaks.PeakParams(smooth_s=0.0))
+  assert [(i.onset, i.offset, i.type) for i in on] == [(30, 48, "macro")]
+
+
+def test_the_duration_rule_option():
+  assert peaks.PeakParams().drop_by_duration is True      # the dev-chosen default
+  assert peaks.A_PRIORI.drop_by_duration is False         # the behaviour before it
+  # Configs reach PeakParams through float(): 1.0 / 0.0 are read as booleans.
+  assert peaks.PeakParams(drop_by_duration=1.0).drop_by_duration is True
+  assert peaks.PeakParams(drop_by_duration=0.0) == peaks.PeakParams(drop_by_duration=False)
+  with pytest.raises(ValueError, match="PeakParams.drop_by_duration must be a boolean"):
+    peaks.PeakParams(drop_by_duration=0.5)
+  with pytest.raises(ValueError, match="PeakParams.drop_by_duration must be a boolean"):
+    peaks.PeakParams(drop_by_duration="yes")
 
 
 def test_bad_input_is_named():

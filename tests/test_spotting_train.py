@@ -9,6 +9,7 @@ from configs import spotting as spotting_config
 from mer_jax import checkpoints
 from mer_jax import workdir as workdir_lib
 from mer_jax.spotting import data as data_lib
+from mer_jax.spotting import rescore
 from mer_jax.spotting import train
 
 
@@ -49,6 +50,42 @@ def test_loso_run_writes_results_refuses_another_config_and_resumes_identically(
   assert saved["pair_distance_k"] == {"30.0": 5}
   assert results["spotting"] == saved["spotting"]
 
+  # Re-scoring the finished run from its stored probabilities with its own peak
+  # parameters reproduces results.json: the same intervals, apexes, classes, scores.
+  run = rescore.load_run(str(tmp_path / "full"))
+  videos = rescore.load_videos(run)
+  again = rescore.rescore(run, videos, rescore.run_params(run))
+  for key in ("dataset", "num_folds", "num_videos", "peaks", "spotting", "spot_then_recognise",
+              "predictions", "run_identity"):
+    assert json.loads(json.dumps(again[key])) == saved[key], key
+  assert sum(len(p) for p in saved["predictions"].values()) > 0
+  # The spotting-only path of the grid search agrees with it.
+  assert rescore.spotting_scores(run, videos, rescore.run_params(run)).as_dict() == (
+      saved["spotting"])
+  # Another threshold through the command line: fewer or as many intervals, same truths.
+  out = tmp_path / "rescored.json"
+  assert rescore.main(["--workdir", str(tmp_path / "full"), "--out", str(out),
+                       "--threshold", "0.95"]) == 0
+  strict = json.loads(out.read_text())["results"]
+  assert strict["peaks"] == dict(saved["peaks"], threshold=0.95)
+  count = lambda r: sum(len(p) for p in r["predictions"].values())
+  assert count(strict) <= count(saved)
+  assert strict["spotting"]["overall"]["tp"] + strict["spotting"]["overall"]["fn"] == 6
+  assert strict["rescored_from"]["run_peaks"] == saved["peaks"]
+  # The dev path: --grid picks the best grid point by spotting F1 and re-scores with it;
+  # --peaks_from applies that choice to another run (here the same one) identically.
+  grid_out, applied_out = tmp_path / "grid.json", tmp_path / "applied.json"
+  assert rescore.main(["--workdir", str(tmp_path / "full"), "--out", str(grid_out),
+                       "--grid"]) == 0
+  grid = json.loads(grid_out.read_text())
+  assert len(grid["rows"]) == 24
+  best = max(row["overall"]["f1"] for row in grid["rows"])
+  assert grid["results"]["peaks"] == grid["chosen"]
+  assert grid["results"]["spotting"]["overall"]["f1"] == best
+  assert rescore.main(["--workdir", str(tmp_path / "full"), "--out", str(applied_out),
+                       "--peaks_from", str(grid_out)]) == 0
+  assert json.loads(applied_out.read_text())["results"] == grid["results"]
+
   # A changed result-relevant field is refused before any compute, naming it.
   changed = _config(cache, learning_rate=1e-3)
   with pytest.raises(workdir_lib.WorkdirMismatchError, match="train.learning_rate"):
@@ -75,6 +112,8 @@ def test_loso_run_writes_results_refuses_another_config_and_resumes_identically(
   wd = workdir_lib.Workdir(str(tmp_path / "resumed"))
   assert wd.fold_names() == ["s00", "s01"]
   assert not (tmp_path / "resumed" / "results.json").exists()
+  with pytest.raises(rescore.NotAFinishedRunError, match=r"resumed/results\.json does not exist"):
+    rescore.load_run(str(tmp_path / "resumed"))
   train.train_and_evaluate(config, str(tmp_path / "resumed"))
   resumed = json.loads((tmp_path / "resumed" / "results.json").read_text())
   assert resumed == saved

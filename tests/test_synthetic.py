@@ -244,3 +244,14 @@ def test_strip_command_writes_a_small_png(tmp_path):
   image = cv2.imread(str(out))
   assert image is not None and image.shape[0] > 100 and image.shape[1] > 300
   assert out.stat().st_size < 300_000
+
+
+def test_each_test_tier_has_a_dev_twin_that_differs_only_in_seed():
+  # Choices are made on the twin: same recipe, other subjects and clips.
+  for tier, twin in (("default", "dev"), ("low_amplitude", "low_amplitude_dev")):
+    test, dev = synthetic.PRESETS[tier], synthetic.PRESETS[twin]
+    assert test.seed != dev.seed
+    assert dataclasses.replace(dev, seed=test.seed) == test
+  test_subjects = synthetic.make_subjects(2, seed=synthetic.PRESETS["low_amplitude"].seed)
+  dev_subjects = synthetic.make_subjects(2, seed=synthetic.PRESETS["low_amplitude_dev"].seed)
+  assert test_subjects[0].vector().tolist() != dev_subjects[0].vector().tolist()

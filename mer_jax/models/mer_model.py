@@ -55,6 +55,14 @@ class MERModel(nn.Module):
       `()` (default) is a single Dense `classifier`. Two widths give the seed
       paper's {fc1, fc2, fc3} head (Section 3.1), `(1024, 1024)`
       OFF-ApexNet's.
+    flow_standardize: flow input only: each input feature (position x
+      channel) z-scored by a BatchNorm without scale or bias, whose running
+      mean and variance come from the fold's training batches (the
+      StandardScaler of the classical baseline, benchmarks/
+      classical_baseline.py). It removes each position's typical motion
+      (head drift) and puts faint and strong tiers on one scale, which
+      per-sample min-max scaling does not. Pair it with `config.flow.normalize
+      = "fixed"`, which keeps magnitudes comparable between clips.
     dtype: compute dtype (parameters stay float32; logits are float32).
   """
   encoder: nn.Module
@@ -67,6 +75,7 @@ class MERModel(nn.Module):
   pixel_std: Sequence[float] = PIXEL_STATS["centered"][1]
   dropout_rate: float = 0.0
   classifier_hidden: Sequence[int] = ()
+  flow_standardize: bool = False
   dtype: Any = jnp.float32
 
   @property
@@ -94,6 +103,11 @@ class MERModel(nn.Module):
     batch, num_frames = frames.shape[:2]
     if self.input_mode == "flow":
       x = frames.astype(jnp.float32)  # Normalised by the input pipeline.
+      if self.flow_standardize:
+        # Statistics over the batch only: every other axis is a feature.
+        x = nn.BatchNorm(use_running_average=not train, axis=(-3, -2, -1), momentum=0.9,
+                         epsilon=1e-6, use_bias=False, use_scale=False,
+                         name="flow_standardize")(x)
     else:
       x = frames.astype(jnp.float32) / 255.0
       if self.magnifier is not None:
@@ -192,6 +206,9 @@ def check_model_config(model_config: Mapping[str, Any]) -> None:
   if model_config.get("pixel_stats", "centered") not in PIXEL_STATS:
     raise ValueError(f"config.model.pixel_stats must be one of {sorted(PIXEL_STATS)}, "
                      f"got {model_config.get('pixel_stats')!r}")
+  if model_config.get("flow_standardize", False) and input_mode != "flow":
+    raise ValueError(f"config.model.flow_standardize=True z-scores flow features and needs "
+                     f"config.model.input_mode='flow', got {input_mode!r}")
   rate = model_config.get("dropout_rate", 0.0)
   if not 0.0 <= float(rate) < 1.0:
     raise ValueError(f"config.model.dropout_rate must be in [0, 1), got {rate}")
@@ -240,5 +257,6 @@ def create_model(model_config: Mapping[str, Any], *,
       pixel_std=std,
       dropout_rate=model_config.get("dropout_rate", 0.0),
       classifier_hidden=tuple(int(w) for w in model_config.get("classifier_hidden", None) or ()),
+      flow_standardize=bool(model_config.get("flow_standardize", False)),
       dtype=dtype,
   )

@@ -14,6 +14,9 @@
 * `mer_jax.spotting.data`: synthetic long videos with their features, cached.
 * `mer_jax.spotting.train`: LOSO training and evaluation, spot-then-recognise
   (`python -m mer_jax.spotting.train`); Orbax and absl, so not imported here.
+* `mer_jax.spotting.rescore`: a finished LOSO run re-scored with other peak
+  parameters from its stored probabilities, and the dev grid search
+  (`python -m mer_jax.spotting.rescore`); not imported here either.
 
 See docs/spotting.md.
 """

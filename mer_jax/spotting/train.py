@@ -252,23 +252,41 @@ class Predictor:
                                        enumerate(clip_schema.CLASS_NAMES)}})
     return result
 
+  def intervals(self, probabilities: np.ndarray, frames_grey: np.ndarray, fps: float,
+                params: Optional[peaks_lib.PeakParams] = None) -> list[dict]:
+    """Intervals found in `(T, 3)` probabilities (`params`, default the config's), recognised."""
+    found = peaks_lib.find_intervals(probabilities, fps, params or self.peak_params)
+    recognised = self.recognise(frames_grey, found)
+    return [{"onset": i.onset, "apex": r["apex"], "offset": i.offset, "type": i.type,
+             "score": i.score, "class": r["class"], "probabilities": r["probabilities"]}
+            for i, r in zip(found, recognised)]
+
   def analyse(self, maps: np.ndarray, frames_grey: np.ndarray, fps: float) -> dict:
     """Spots and recognises one video: {"probabilities": (T, 3), "intervals": [dict]}."""
     probs = self.frame_probabilities(maps)
-    found = peaks_lib.find_intervals(probs, fps, self.peak_params)
-    recognised = self.recognise(frames_grey, found)
-    intervals = [{"onset": i.onset, "apex": r["apex"], "offset": i.offset, "type": i.type,
-                  "score": i.score, "class": r["class"], "probabilities": r["probabilities"]}
-                 for i, r in zip(found, recognised)]
-    return {"probabilities": probs, "intervals": intervals}
+    return {"probabilities": probs, "intervals": self.intervals(probs, frames_grey, fps)}
+
+
+# Decimals of the per-frame probabilities stored in a fold's predictions file.
+PROBABILITY_DECIMALS = 4
+
+
+def stored_probabilities(probabilities: np.ndarray) -> np.ndarray:
+  """The probabilities as a fold's predictions file stores them (and intervals are found on).
+
+  The LOSO intervals are found on these rounded values, so re-scoring a finished
+  run with other peak parameters (`mer_jax.spotting.rescore`) starts from exactly
+  the numbers the trainer used, and with the run's own parameters reproduces it.
+  """
+  return np.round(np.asarray(probabilities, np.float64), PROBABILITY_DECIMALS)
 
 
 def _fold_record(predictor: Predictor, videos: Sequence[data_lib.Video]) -> dict:
   out = {}
   for v in videos:
-    analysis = predictor.analyse(v.maps, v.grey(), v.fps)
-    out[v.video_id] = {"intervals": analysis["intervals"],
-                       "probabilities": np.round(analysis["probabilities"], 4).tolist()}
+    probs = stored_probabilities(predictor.frame_probabilities(v.maps))
+    out[v.video_id] = {"intervals": predictor.intervals(probs, v.grey(), v.fps),
+                       "probabilities": probs.tolist()}
   return out
 
 
@@ -370,6 +388,31 @@ def train_and_evaluate(config, workdir: str) -> dict:
     wd.write_json(wd.timing_json, timing)
     logging.info("trained the final model only (config.train.loso=False): no LOSO results")
     return {}
+  results = loso_results(config, dataset, videos, outputs, config.peaks.to_dict(), digest)
+  wd.write_json(wd.results_json, results)
+  wd.write_text(wd.results_md, results_markdown(results))
+  timing["total_s"] = round(time.time() - began, 1)
+  wd.write_json(wd.timing_json, timing)
+  spotting = results["spotting"]
+  logging.info("spotting F1 %.3f (micro %.3f, macro %.3f), STRS %.3f; %s",
+               spotting["overall"]["f1"], spotting["per_type"]["micro"]["f1"],
+               spotting["per_type"]["macro"]["f1"], results["spot_then_recognise"]["strs"],
+               wd.results_json)
+  return results
+
+
+def loso_results(config, dataset: dict, videos: Sequence[data_lib.Video], outputs: dict,
+                 peaks: dict, digest: str) -> dict:
+  """The results.json content: pooled scores of the held-out `outputs` against the truths.
+
+  Args:
+    config: the run's config (for the pair distance rule).
+    dataset: the dataset identity of `data_lib.load_synthetic`.
+    videos: every video of the run (truths, fps, subjects).
+    outputs: {video_id: {"intervals": [dict]}} of every held-out video.
+    peaks: the peak parameters the intervals were found with (a dict).
+    digest: the run identity's digest.
+  """
   truths = {v.video_id: v.truths for v in videos}
   predicted = predictions_as_intervals(outputs)
   spotting = metrics.evaluate_spotting(truths, predicted)
@@ -377,22 +420,14 @@ def train_and_evaluate(config, workdir: str) -> dict:
                                               classes=clip_schema.CLASS_NAMES)
   k = {str(fps): features_lib.frame_offset(fps, float(config.features.micro_mean_s))
        for fps in sorted({v.fps for v in videos})}
-  results = {"dataset": dataset, "num_folds": len(subjects), "num_videos": len(videos),
-             "pair_distance_k": k, "peaks": config.peaks.to_dict(),
-             "spotting": spotting.as_dict(), "spot_then_recognise": strs.as_dict(),
-             "predictions": {vid: [{key: i[key] for key in ("onset", "apex", "offset", "type",
-                                                             "class", "score")}
-                                   for i in rec["intervals"]]
-                             for vid, rec in sorted(outputs.items())},
-             "run_identity": digest}
-  wd.write_json(wd.results_json, results)
-  wd.write_text(wd.results_md, results_markdown(results))
-  timing["total_s"] = round(time.time() - began, 1)
-  wd.write_json(wd.timing_json, timing)
-  logging.info("spotting F1 %.3f (micro %.3f, macro %.3f), STRS %.3f; %s",
-               spotting.overall.f1, spotting.per_type["micro"].f1,
-               spotting.per_type["macro"].f1, strs.strs, wd.results_json)
-  return results
+  return {"dataset": dataset, "num_folds": len({v.subject for v in videos}),
+          "num_videos": len(videos), "pair_distance_k": k, "peaks": dict(peaks),
+          "spotting": spotting.as_dict(), "spot_then_recognise": strs.as_dict(),
+          "predictions": {vid: [{key: i[key] for key in ("onset", "apex", "offset", "type",
+                                                          "class", "score")}
+                                for i in rec["intervals"]]
+                          for vid, rec in sorted(outputs.items())},
+          "run_identity": digest}
 
 
 def load_predictor(workdir: str, fold: str = FINAL_FOLD) -> tuple[Predictor, Any]:

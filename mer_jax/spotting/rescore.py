@@ -1,0 +1,310 @@
+r"""Re-scoring a finished LOSO spotting run with other peak parameters, no retraining.
+
+  python -m mer_jax.spotting.rescore --workdir=DIR --out=FILE.json --threshold=0.6
+  python -m mer_jax.spotting.rescore --workdir=DIR --out=FILE.json --peaks_from=GRID.json
+  python -m mer_jax.spotting.rescore --workdir=DIR --out=GRID.json --grid      # dev runs only
+
+Every LOSO fold of `mer_jax.spotting.train` stores its held-out videos'
+per-frame probabilities (`folds/<subject>/predictions.json`, rounded as
+`train.stored_probabilities` rounds them, the numbers its intervals were found
+on). Re-scoring finds the intervals in them again with other
+`peaks.PeakParams`, classifies each new interval with the fold's own
+recogniser (its checkpoint; the frames come from the feature cache) and pools
+the folds as the trainer does (`train.loso_results`): with the run's own
+parameters it reproduces the run's results.json.
+
+`--grid` scores the `GRID` below by spotting F1 alone (no recognition, so
+NumPy only and seconds) and picks the parameters with the highest overall F1;
+ties go to the earlier grid point (the grid lists the a-priori values,
+`peaks.A_PRIORI`, first). It is meant for a dev instance (`preset=cas_like_dev`): parameters
+chosen there are then applied to the test run with `--peaks_from`, so no
+choice is made on a test fold. Flags not given (and fields a `--peaks_from`
+file lacks) keep the run's own values; `--drop_by_duration=true|false` sets
+the duration rule of `peaks.PeakParams`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import itertools
+import json
+import os
+import sys
+from typing import Any, Mapping, Optional, Sequence
+
+import ml_collections
+import numpy as np
+
+from mer_jax import checkpoints
+from mer_jax import workdir as workdir_lib
+from mer_jax.spotting import data as data_lib
+from mer_jax.spotting import metrics
+from mer_jax.spotting import peaks as peaks_lib
+from mer_jax.spotting import train
+
+# The dev grid (stated before it was run on cas_like_dev; `peaks.A_PRIORI` first):
+# 4 thresholds x 3 least lengths x 2 smoothing widths = 24 points; merge_gap_s
+# and nms_overlap keep their a-priori values.
+GRID: Mapping[str, tuple[float, ...]] = {
+    "threshold": (0.5, 0.6, 0.7, 0.8),
+    "min_length_s": (0.1, 0.15, 0.2),
+    "smooth_s": (0.1, 0.2),
+}
+RESULTS_FORMAT = "mer_jax.spotting_rescore/1"
+
+
+class NotAFinishedRunError(ValueError):
+  """The workdir is not a finished LOSO run of `mer_jax.spotting.train` (the message says why)."""
+
+
+@dataclasses.dataclass
+class FinishedRun:
+  """What a finished LOSO spotting workdir holds.
+
+  Attributes:
+    workdir: its path.
+    config: the run's config (config.json).
+    results: its results.json.
+    folds: {fold: {video_id: {"probabilities": (T, 3) float64, "intervals": [dict]}}}
+      of the LOSO folds (fold "all" has no held-out videos and is left out).
+  """
+  workdir: str
+  config: Any
+  results: dict
+  folds: dict
+
+
+def load_run(workdir: str) -> FinishedRun:
+  """Reads a finished LOSO spotting workdir; `NotAFinishedRunError` names the path at fault."""
+  wd = workdir_lib.Workdir(workdir)
+  hint = ("; re-scoring needs a finished run of python -m mer_jax.spotting.train "
+          "--config=configs/spotting.py --workdir=DIR (with loso=true)")
+  if not os.path.isdir(workdir):
+    raise NotAFinishedRunError(f"{workdir!r} is not a directory{hint}")
+  if not os.path.isfile(wd.config_json):
+    raise NotAFinishedRunError(f"{wd.config_json} does not exist: {workdir!r} is not a "
+                               f"spotting workdir{hint}")
+  config = ml_collections.ConfigDict(workdir_lib.read_json(wd.config_json))
+  if "peaks" not in config or "features" not in config or "train" not in config:
+    raise NotAFinishedRunError(f"{wd.config_json} is not a spotting config (no 'peaks', "
+                               f"'features' or 'train'){hint}")
+  if not config.train.get("loso", True):
+    raise NotAFinishedRunError(f"{wd.config_json}: the run trained fold 'all' only "
+                               f"(train.loso=false), there are no held-out predictions{hint}")
+  if not os.path.isfile(wd.results_json):
+    raise NotAFinishedRunError(f"{wd.results_json} does not exist: the run in {workdir!r} has "
+                               "not finished (rerun its training command to resume it)")
+  results = workdir_lib.read_json(wd.results_json)
+  if not isinstance(results, dict) or "spotting" not in results or "run_identity" not in results:
+    raise NotAFinishedRunError(f"{wd.results_json} is not the results of a spotting run{hint}")
+  folds = {}
+  for fold in wd.fold_names():
+    if fold == train.FINAL_FOLD:
+      continue
+    path = wd.predictions_json(fold)
+    if not os.path.isfile(path):
+      raise NotAFinishedRunError(f"{path} does not exist: fold {fold!r} has no stored "
+                                 f"predictions{hint}")
+    data = workdir_lib.read_json(path)
+    if not isinstance(data, dict) or data.get("format") != train.FOLD_FORMAT:
+      raise NotAFinishedRunError(f"{path}: not a spotting fold's predictions (format "
+                                 f"{data.get('format') if isinstance(data, dict) else None!r}, "
+                                 f"expected {train.FOLD_FORMAT!r})")
+    if data.get("run_identity") != results["run_identity"]:
+      raise NotAFinishedRunError(f"{path}: made under run identity {data.get('run_identity')!r},"
+                                 f" {wd.results_json} under {results['run_identity']!r}")
+    videos = {}
+    for video_id, record in data["videos"].items():
+      probabilities = np.asarray(record.get("probabilities", []), np.float64)
+      if probabilities.ndim != 2 or probabilities.shape[1] != 3:
+        raise NotAFinishedRunError(f"{path}: video {video_id!r} has no (T, 3) per-frame "
+                                   f"probabilities (shape {probabilities.shape})")
+      videos[video_id] = {"probabilities": probabilities, "intervals": record["intervals"]}
+    folds[fold] = videos
+  if len(folds) != results.get("num_folds"):
+    raise NotAFinishedRunError(f"{workdir!r} holds {len(folds)} LOSO folds with predictions "
+                               f"({sorted(folds)}), its results.json says "
+                               f"{results.get('num_folds')}")
+  return FinishedRun(os.fspath(workdir), config, results, folds)
+
+
+def load_videos(run: FinishedRun, data_dir: Optional[str] = None) -> dict[str, data_lib.Video]:
+  """The run's videos (truths, frames) from the feature cache (`data_dir`, default the run's).
+
+  Raises:
+    NotAFinishedRunError: the videos are not those the run was scored on.
+  """
+  cache = data_dir if data_dir is not None else (run.config.dataset.data_dir or None)
+  videos, dataset = data_lib.load_synthetic(str(run.config.dataset.preset), cache,
+                                            train.feature_settings(run.config))
+  if dataset != run.results["dataset"]:
+    raise NotAFinishedRunError(
+        f"{run.workdir!r} was scored on dataset {run.results['dataset']}, the preset "
+        f"{run.config.dataset.preset!r} now gives {dataset} (the generator or the feature "
+        "settings changed since): its stored predictions do not belong to these videos")
+  by_id = {v.video_id: v for v in videos}
+  missing = sorted({vid for fold in run.folds.values() for vid in fold} - set(by_id))
+  if missing:
+    raise NotAFinishedRunError(f"{run.workdir!r} holds predictions of videos {missing} that "
+                               f"preset {run.config.dataset.preset!r} does not have")
+  return by_id
+
+
+def run_params(run: FinishedRun) -> peaks_lib.PeakParams:
+  """The peak parameters the run was scored with.
+
+  A run made before `PeakParams.drop_by_duration` existed has no such field in
+  its config and was scored without the rule, so it gets False, not today's
+  default (that keeps "the run's own parameters" reproducing its results.json).
+  """
+  params = train.peak_params(run.config)
+  if "drop_by_duration" not in run.config.peaks:
+    params = dataclasses.replace(params, drop_by_duration=False)
+  return params
+
+
+def spotting_scores(run: FinishedRun, videos: Mapping[str, data_lib.Video],
+                    params: peaks_lib.PeakParams) -> metrics.SpottingResult:
+  """Pooled spotting P/R/F1 (by type and overall) with `params`; no recognition needed."""
+  truths, predicted = {}, {}
+  for fold in run.folds.values():
+    for video_id, record in fold.items():
+      v = videos[video_id]
+      truths[video_id] = v.truths
+      predicted[video_id] = peaks_lib.find_intervals(record["probabilities"], v.fps, params)
+  return metrics.evaluate_spotting(truths, predicted)
+
+
+def grid_search(run: FinishedRun, videos: Mapping[str, data_lib.Video],
+                grid: Mapping[str, Sequence[float]] = GRID,
+                base: Optional[peaks_lib.PeakParams] = None) -> tuple[list[dict], dict]:
+  """Scores every grid point by spotting F1; returns (rows, chosen parameters).
+
+  Rows follow `itertools.product` over `grid` in its order; the chosen point
+  has the highest overall F1, the earliest on ties. Fields not in `grid` keep
+  `base`'s values (default the run's own).
+  """
+  base = base or run_params(run)
+  unknown = sorted(set(grid) - {f.name for f in dataclasses.fields(peaks_lib.PeakParams)})
+  if unknown:
+    raise ValueError(f"grid fields {unknown} are not PeakParams fields")
+  rows = []
+  for values in itertools.product(*grid.values()):
+    params = dataclasses.replace(base, **dict(zip(grid, values)))
+    scores = spotting_scores(run, videos, params)
+    rows.append({"peaks": dataclasses.asdict(params), "overall": scores.overall.as_dict(),
+                 "per_type": {k: c.as_dict() for k, c in scores.per_type.items()},
+                 "macro_f1": scores.macro_f1})
+  best = max(range(len(rows)), key=lambda n: (rows[n]["overall"]["f1"], -n))
+  return rows, rows[best]["peaks"]
+
+
+def rescore(run: FinishedRun, videos: Mapping[str, data_lib.Video],
+            params: peaks_lib.PeakParams) -> dict:
+  """The run's results with `params`: intervals found again, recognised by each fold's model.
+
+  Returns the trainer's results.json content (`train.loso_results`) for these
+  parameters, plus "rescored_from" (the workdir and the run's own parameters).
+  """
+  outputs = {}
+  for fold, fold_videos in sorted(run.folds.items()):
+    predictor, _ = train.load_predictor(run.workdir, fold)
+    for video_id, record in sorted(fold_videos.items()):
+      v = videos[video_id]
+      outputs[video_id] = {"intervals": predictor.intervals(record["probabilities"], v.grey(),
+                                                            v.fps, params)}
+  every = [videos[vid] for fold in run.folds.values() for vid in fold]
+  results = train.loso_results(run.config, run.results["dataset"], every, outputs,
+                               dataclasses.asdict(params), run.results["run_identity"])
+  results["rescored_from"] = {"workdir": os.path.abspath(run.workdir),
+                              "run_peaks": dataclasses.asdict(run_params(run))}
+  return results
+
+
+def _summary(results: dict) -> dict:
+  return {"peaks": results["peaks"], "overall": results["spotting"]["overall"],
+          "per_type": {k: {m: c[m] for m in ("tp", "fp", "fn", "f1")}
+                       for k, c in results["spotting"]["per_type"].items()},
+          "strs": results["spot_then_recognise"]["strs"]}
+
+
+def _boolean(text: str) -> bool:
+  """A command-line boolean: true/false, 1/0, yes/no (any case)."""
+  value = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}.get(
+      str(text).strip().lower())
+  if value is None:
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+  return value
+
+
+def params_from_file(path: str) -> dict:
+  """Peak parameters from a `--grid` output ("chosen") or a results JSON ("peaks")."""
+  data = workdir_lib.read_json(path)
+  fields = {f.name for f in dataclasses.fields(peaks_lib.PeakParams)}
+  for key in ("chosen", "peaks"):
+    if isinstance(data, dict) and isinstance(data.get(key), dict):
+      unknown = sorted(set(data[key]) - fields)
+      if unknown:
+        raise ValueError(f"{path}: {key!r} holds {unknown}, which are not PeakParams fields")
+      return dict(data[key])
+  raise ValueError(f"{path}: holds neither 'chosen' (a --grid output) nor 'peaks' (a results "
+                   "JSON) peak parameters")
+
+
+def chosen_params(base: peaks_lib.PeakParams, args: argparse.Namespace) -> peaks_lib.PeakParams:
+  """`base` (the run's own), then the `--peaks_from` file's fields, then single flags.
+
+  Fields the file lacks (an output made before a field existed, such as
+  `drop_by_duration`) keep the run's own value.
+  """
+  params = base
+  if args.peaks_from:
+    params = dataclasses.replace(params, **params_from_file(args.peaks_from))
+  overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(peaks_lib.PeakParams)
+               if getattr(args, f.name) is not None}
+  return dataclasses.replace(params, **overrides)
+
+
+def build_parser(prog: str = "python -m mer_jax.spotting.rescore") -> argparse.ArgumentParser:
+  parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0].strip())
+  parser.add_argument("--workdir", required=True, help="a finished LOSO spotting workdir")
+  parser.add_argument("--out", required=True, help="the JSON file to write")
+  parser.add_argument("--data_dir", default=None,
+                      help="feature cache folder (default: the run's config.dataset.data_dir)")
+  parser.add_argument("--grid", action="store_true",
+                      help="score the stated grid by spotting F1 and re-score with the best "
+                           "point (for dev runs)")
+  parser.add_argument("--peaks_from", default=None,
+                      help="take the peak parameters from a --grid output or a results JSON")
+  for field in dataclasses.fields(peaks_lib.PeakParams):
+    is_boolean = field.type in (bool, "bool")
+    parser.add_argument(f"--{field.name}", type=_boolean if is_boolean else float, default=None,
+                        help=f"PeakParams.{field.name}{' (true/false)' if is_boolean else ''} "
+                             "(default: the run's own)")
+  return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+  args = build_parser().parse_args(argv)
+  try:
+    run = load_run(args.workdir)
+    params = chosen_params(run_params(run), args)
+    videos = load_videos(run, args.data_dir)
+    out: dict = {"format": RESULTS_FORMAT}
+    if args.grid:
+      rows, chosen = grid_search(run, videos, GRID, params)
+      out.update(grid={k: list(v) for k, v in GRID.items()}, rule="highest overall spotting F1;"
+                 " ties: the earlier grid point", rows=rows, chosen=chosen)
+      params = peaks_lib.PeakParams(**chosen)
+    out["results"] = rescore(run, videos, params)
+  except (ValueError, FileNotFoundError, checkpoints.CheckpointError) as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 2
+  workdir_lib.atomic_write_text(args.out, json.dumps(out, indent=1, sort_keys=True) + "\n")
+  print(json.dumps(_summary(out["results"]), indent=1))
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
