@@ -72,20 +72,6 @@ def test_loso_run_writes_results_refuses_another_config_and_resumes_identically(
   assert count(strict) <= count(saved)
   assert strict["spotting"]["overall"]["tp"] + strict["spotting"]["overall"]["fn"] == 6
   assert strict["rescored_from"]["run_peaks"] == saved["peaks"]
-  # The dev path: --grid picks the best grid point by spotting F1 and re-scores with it;
-  # --peaks_from applies that choice to another run (here the same one) identically.
-  grid_out, applied_out = tmp_path / "grid.json", tmp_path / "applied.json"
-  assert rescore.main(["--workdir", str(tmp_path / "full"), "--out", str(grid_out),
-                       "--grid"]) == 0
-  grid = json.loads(grid_out.read_text())
-  assert len(grid["rows"]) == 24
-  best = max(row["overall"]["f1"] for row in grid["rows"])
-  assert grid["results"]["peaks"] == grid["chosen"]
-  assert grid["results"]["spotting"]["overall"]["f1"] == best
-  assert rescore.main(["--workdir", str(tmp_path / "full"), "--out", str(applied_out),
-                       "--peaks_from", str(grid_out)]) == 0
-  assert json.loads(applied_out.read_text())["results"] == grid["results"]
-
   # A changed result-relevant field is refused before any compute, naming it.
   changed = _config(cache, learning_rate=1e-3)
   with pytest.raises(workdir_lib.WorkdirMismatchError, match="train.learning_rate"):
