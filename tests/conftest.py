@@ -14,6 +14,23 @@ os.environ.setdefault("JAX_DISABLE_MOST_OPTIMIZATIONS", "1")
 import pytest  # noqa: E402  (after the environment set-up above)
 
 
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config, items):  # pylint: disable=unused-argument
+  """Make `pytest.mark.xdist_group` hold under pytest 9.
+
+  pytest-xdist (3.8) groups a test by renaming `item._nodeid` to "<nodeid>@<group>" on each
+  worker, and its `loadgroup` scheduler keeps equal suffixes on one worker. pytest 9 derives
+  `item.nodeid` from `item._id` instead, so the rename is lost and every group is silently split:
+  tests sharing an expensive session fixture (a trained run) then build it on every worker.
+  Runs after xdist's hook and carries its rename over to `_id`; a no-op without xdist or once
+  xdist renames `_id` itself.
+  """
+  for item in items:
+    grouped = getattr(item, "_nodeid", None)
+    if isinstance(grouped, str) and grouped != item.nodeid:
+      item._id = type(item._id).parse(grouped)  # pylint: disable=protected-access
+
+
 @pytest.fixture(scope="session")
 def data_dir(tmp_path_factory):
   """A TFDS data_dir holding synthetic_me/tiny, built once per test session (per xdist worker)
