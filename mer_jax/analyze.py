@@ -47,6 +47,7 @@ from typing import Callable, Iterator, Optional, Sequence
 import numpy as np
 
 from mer_jax import paths
+from mer_jax.spotting import peaks as peaks_lib
 
 log = py_logging.getLogger("mer_jax.analyze")
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
@@ -264,8 +265,12 @@ def find_crop(frames: np.ndarray, first_index: int, detect: Callable, count: int
 
 
 def write_timeline(path: str, probabilities: np.ndarray, fps: float, intervals: Sequence[dict],
-                   threshold: float, title: str) -> None:
-  """The spotting score over time, the intervals shaded by type and labelled with their class."""
+                   params: peaks_lib.PeakParams, title: str) -> None:
+  """The spotting score over time, the intervals shaded by type and labelled with their class.
+
+  The dashed line is `params.threshold`; with hysteresis the dotted one is
+  `params.low_threshold`, down to which an interval extends once its type's
+  smoothed probability reached the threshold (`mer_jax.spotting.peaks`)."""
   import matplotlib  # pylint: disable=import-outside-toplevel
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
@@ -273,7 +278,11 @@ def write_timeline(path: str, probabilities: np.ndarray, fps: float, intervals: 
   fig, ax = plt.subplots(figsize=(max(8.0, min(24.0, len(t) / fps / 3)), 3.2))
   ax.plot(t, probabilities[:, 1], color="tab:red", lw=1, label="p(micro)")
   ax.plot(t, probabilities[:, 2], color="tab:blue", lw=1, label="p(macro)")
-  ax.axhline(threshold, color="grey", ls="--", lw=0.8, label=f"threshold {threshold:g}")
+  ax.axhline(params.threshold, color="grey", ls="--", lw=0.8,
+             label=f"threshold {params.threshold:g}")
+  if params.low_threshold < params.threshold:
+    ax.axhline(params.low_threshold, color="grey", ls=":", lw=0.8,
+               label=f"extends down to {params.low_threshold:g}")
   for i in intervals:
     colour = "tab:red" if i["type"] == "micro" else "tab:blue"
     ax.axvspan(i["onset"] / fps, (i["offset"] + 1) / fps, color=colour, alpha=0.15)
@@ -397,7 +406,7 @@ def analyze(input_path: str, out_dir: str, *, spotting_workdir: str,
   workdir_lib.atomic_write_text(os.path.join(out_dir, "analysis.json"),
                                 json.dumps(analysis, indent=2) + "\n")
   write_timeline(os.path.join(out_dir, "timeline.png"), result["probabilities"], source.fps,
-                 result["intervals"], float(config.peaks.threshold),
+                 result["intervals"], predictor.peak_params,
                  f"{os.path.basename(os.path.normpath(input_path))}: "
                  f"{len(result['intervals'])} interval(s)")
   if video:

@@ -184,12 +184,20 @@ PRESETS: Mapping[str, LongVideoConfig] = {
         num_subjects=2, videos_per_subject=1, duration_s=8.0, fps=30.0, size=48,
         micros_per_video=(2, 2), macros_per_video=(1, 1), macro_duration_s=(0.8, 1.5),
         blinks_per_minute=20.0, mouth_per_minute=10.0, head_moves_per_minute=8.0),
+    # Extra training subjects for the tests' tiny runs (the tiny recipe, another seed).
+    "tiny_extra": LongVideoConfig(
+        num_subjects=2, videos_per_subject=1, duration_s=8.0, fps=30.0, size=48,
+        micros_per_video=(2, 2), macros_per_video=(1, 1), macro_duration_s=(0.8, 1.5),
+        blinks_per_minute=20.0, mouth_per_minute=10.0, head_moves_per_minute=8.0, seed=1),
     # Like CAS(ME)^2: 30 fps, long recordings with macro- and micro-expressions.
     "cas_like": LongVideoConfig(),
     # The cas_like recipe with other subjects and videos (another seed): spotting
     # choices (peak parameters, schedules) are made here, then cas_like is scored
     # once, so no choice is made on the benchmark's own test folds.
     "cas_like_dev": LongVideoConfig(seed=1),
+    # The recipe with a third seed: subjects for neither instance, added to the training
+    # set of every fold of either (spotting `config.dataset.extra_train_presets`).
+    "cas_like_extra": LongVideoConfig(seed=2),
     # Like SAMM long videos: 200 fps, shorter recordings (frames are 6.7x denser).
     "samm_like": LongVideoConfig(
         num_subjects=6, videos_per_subject=1, duration_s=20.0, fps=200.0,

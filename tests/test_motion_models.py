@@ -401,3 +401,21 @@ def test_flow_standardize_needs_flow_input():
   with pytest.raises(ValueError, match=r"flow_standardize=True z-scores flow features and "
                                        r"needs config.model.input_mode='flow', got 'diff'"):
     create_model(config.model)
+
+
+@pytest.mark.parametrize("size,padding,shape", [
+    (2, "VALID", (3, 28, 28, 4)), (2, "VALID", (2, 9, 7, 3)),
+    (3, "SAME", (3, 28, 28, 4)), (3, "SAME", (2, 10, 11, 3))])
+def test_tiled_max_pool_matches_max_pool_in_value_and_gradient(size, padding, shape):
+  """The reshape pooling OFF-ApexNet and STSTNet use gives `nn.max_pool`'s values, and through
+  a ReLU (ties among its zeros included) the same input gradient."""
+  import flax.linen as nn  # pylint: disable=import-outside-toplevel
+  x = jax.random.normal(jax.random.PRNGKey(size), shape)
+  weights = jax.random.normal(jax.random.PRNGKey(7), motion.tiled_max_pool(x, size, padding).shape)
+  reference = lambda x: nn.max_pool(x, (size, size), strides=(size, size), padding=padding)
+  tiled = lambda x: motion.tiled_max_pool(x, size, padding)
+  np.testing.assert_array_equal(tiled(x), reference(x))
+  loss = lambda pool: lambda x: jnp.sum(weights * pool(jax.nn.relu(x)))
+  np.testing.assert_allclose(jax.grad(loss(tiled))(x), jax.grad(loss(reference))(x), atol=1e-6)
+  with pytest.raises(ValueError, match="padding must be"):
+    motion.tiled_max_pool(x, size, "FULL")

@@ -39,9 +39,8 @@ def _probabilities(num_frames, events):
 
 def _run(folds):
   config = spotting_config.get_config("tiny")
-  config.peaks.smooth_s = 0.1   # the numbers below are worked out for 3-frame smoothing
-  config.peaks.min_length_s = 0.1
-  config.peaks.drop_by_duration = False
+  # The numbers below are worked out for the a-priori parameters (3-frame smoothing).
+  config.peaks.update(dataclasses.asdict(peaks_lib.A_PRIORI))
   return rescore.FinishedRun("/fake", config, {"num_folds": len(folds)}, folds)
 
 
@@ -77,9 +76,9 @@ def test_grid_search_scores_every_point_and_picks_the_best_earliest_on_ties():
     rescore.grid_search(run, videos, {"thresh": (0.5,)})
 
 
-def test_grid_lists_the_a_priori_values_first_and_holds_the_defaults():
+def test_grid_lists_the_earlier_choice_first_and_holds_the_defaults():
   for name, values in rescore.GRID.items():
-    assert values[0] == getattr(peaks_lib.A_PRIORI, name), name
+    assert values[0] == getattr(peaks_lib.FIRST_DEV_CHOICE, name), name
     assert getattr(peaks_lib.PeakParams(), name) in values, name
   # The trainer's config carries the same defaults as PeakParams.
   config = spotting_config.get_config()
@@ -150,8 +149,9 @@ def test_duration_rule_of_the_run_the_flags_and_peaks_from(tmp_path):
   # A run made before the option existed has no such config field: it was scored
   # without the rule, whatever today's default.
   old = _run(folds)
-  del old.config.peaks["drop_by_duration"]
+  del old.config.peaks["drop_by_duration"], old.config.peaks["low_threshold"]
   assert rescore.run_params(old).drop_by_duration is False
+  assert rescore.run_params(old).low_threshold == 1.0  # no hysteresis: the rule before it
   assert rescore.run_params(_run(folds)) == peaks_lib.A_PRIORI
 
   # Flags and --peaks_from: true/false parsed; fields a file lacks keep the run's own.

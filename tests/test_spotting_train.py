@@ -12,10 +12,24 @@ from mer_jax.spotting import data as data_lib
 from mer_jax.spotting import rescore
 from mer_jax.spotting import train
 
+# The two trainer tests share one feature cache (rendering the tiny videos is most of a
+# test's set-up), so they stay on one xdist worker.
+pytestmark = pytest.mark.xdist_group("spotting_cache")
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+  """A spotting feature cache for this module: `load_synthetic` fills it on first use and
+  later tests read it (one cache folder per preset and feature settings)."""
+  return tmp_path_factory.mktemp("spotting_cache")
+
 
 def _config(cache, **train_overrides):
   config = spotting_config.get_config("tiny,final=false")
   config.dataset.data_dir = str(cache)
+  # The tiny 40-step spotter's probabilities seldom reach the real one's threshold of 0.7:
+  # a lower one, so that the runs below find intervals to check.
+  config.peaks.threshold = 0.5
   for key, value in train_overrides.items():
     config.train[key] = value
   return config
@@ -37,8 +51,7 @@ def test_batches_depend_only_on_seed_fold_and_step():
 
 
 @pytest.mark.slow
-def test_loso_run_writes_results_refuses_another_config_and_resumes_identically(tmp_path):
-  cache = tmp_path / "cache"
+def test_loso_run_writes_results_refuses_another_config_and_resumes_identically(tmp_path, cache):
   config = _config(cache)
   results = train.train_and_evaluate(config, str(tmp_path / "full"))
   saved = json.loads((tmp_path / "full" / "results.json").read_text())
@@ -103,3 +116,44 @@ def test_loso_run_writes_results_refuses_another_config_and_resumes_identically(
   train.train_and_evaluate(config, str(tmp_path / "resumed"))
   resumed = json.loads((tmp_path / "resumed" / "results.json").read_text())
   assert resumed == saved
+
+
+@pytest.mark.slow
+def test_extra_training_presets_join_every_fold_and_the_run_identity(tmp_path, cache):
+  config = _config(cache, num_steps=2, checkpoint_every=2)
+  config.dataset.extra_train_presets = "tiny_extra"
+  extra, identities = train.extra_training_videos(config)
+  assert [v.video_id for v in extra] == ["tiny_extra:s00/v00", "tiny_extra:s01/v00"]
+  assert {v.subject for v in extra} == {"tiny_extra:s00", "tiny_extra:s01"}
+  assert identities[0]["version"] == "tiny_extra"
+
+  trained_on = {}
+  real_train_fold = train.train_fold
+
+  def recording_train_fold(config, wd, fold, fold_index, videos):
+    trained_on[fold] = sorted(v.video_id for v in videos)
+    return real_train_fold(config, wd, fold, fold_index, videos)
+
+  train.train_fold = recording_train_fold
+  try:
+    train.train_and_evaluate(config, str(tmp_path / "run"))
+  finally:
+    train.train_fold = real_train_fold
+  # Each fold: the other tiny subject plus both extra videos; the held-out one never.
+  assert trained_on == {"s00": ["s01/v00", "tiny_extra:s00/v00", "tiny_extra:s01/v00"],
+                        "s01": ["s00/v00", "tiny_extra:s00/v00", "tiny_extra:s01/v00"]}
+  saved = json.loads((tmp_path / "run" / "results.json").read_text())
+  assert saved["num_videos"] == 2                       # only the preset's own are scored
+  assert saved["dataset"]["version"] == "tiny"
+  stored = (tmp_path / "run" / "run_identity.json").read_text()
+  assert identities[0]["fingerprint"] in stored
+  # The same workdir without the extra subjects is refused, naming the field.
+  config.dataset.extra_train_presets = ""
+  with pytest.raises(workdir_lib.WorkdirMismatchError, match="extra_train_presets"):
+    train.train_and_evaluate(config, str(tmp_path / "run"))
+  for bad, message in (("nope", "'nope' is not a synthetic_me_long preset"),
+                       ("tiny", "names the run's own preset"),
+                       ("tiny_extra,tiny_extra", "one preset twice")):
+    config.dataset.extra_train_presets = bad
+    with pytest.raises(ValueError, match=message):
+      train.extra_training_videos(config)

@@ -10,7 +10,7 @@
 * `mer_jax.spotting.model`: the per-frame spotter and the interval recogniser
   (Flax), windowed scoring of long videos.
 * `mer_jax.spotting.peaks`: per-frame probabilities -> intervals (smoothing,
-  threshold, non-maximum suppression). NumPy only.
+  threshold with hysteresis, non-maximum suppression). NumPy only.
 * `mer_jax.spotting.data`: synthetic long videos with their features, cached.
 * `mer_jax.spotting.train`: LOSO training and evaluation, spot-then-recognise
   (`python -m mer_jax.spotting.train`); Orbax and absl, so not imported here.

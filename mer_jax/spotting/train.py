@@ -26,6 +26,7 @@ it done and carries the identity digest; results.json pools the LOSO folds.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import os
@@ -60,7 +61,42 @@ def feature_settings(config) -> data_lib.FeatureSettings:
 
 
 def peak_params(config) -> peaks_lib.PeakParams:
-  return peaks_lib.PeakParams(**{k: float(v) for k, v in config.peaks.items()})
+  """The config's peak parameters. A config written before a `PeakParams` field existed
+  lacks it and gets the behaviour from before the field (`peaks.BEFORE_FIELD`), not today's
+  default, so an old run's intervals are found (re-scored, analysed) as they were."""
+  given = {k: float(v) for k, v in config.peaks.items()}
+  before = {k: v for k, v in peaks_lib.BEFORE_FIELD.items() if k not in given}
+  return peaks_lib.PeakParams(**before, **given)
+
+
+def extra_training_videos(config) -> tuple[list[data_lib.Video], list[dict]]:
+  """The videos of `config.dataset.extra_train_presets`, renamed "<preset>:<video id>".
+
+  They join every fold's training set and are never scored. Returns (videos, their
+  dataset identities, which go into the run identity).
+
+  Raises:
+    ValueError: a name that is no preset, the run's own preset, or one named twice.
+  """
+  from mer_jax import synthetic_long  # pylint: disable=import-outside-toplevel
+  names = [n.strip() for n in str(config.dataset.get("extra_train_presets", "")).split(",")
+           if n.strip()]
+  for name in names:
+    if name not in synthetic_long.PRESETS:
+      raise ValueError(f"config.dataset.extra_train_presets: {name!r} is not a "
+                       f"synthetic_me_long preset (one of {sorted(synthetic_long.PRESETS)})")
+  if str(config.dataset.preset) in names or len(set(names)) != len(names):
+    raise ValueError(f"config.dataset.extra_train_presets={config.dataset.extra_train_presets!r}"
+                     f": names the run's own preset {config.dataset.preset!r} or one preset "
+                     "twice; its videos would be both trained on and scored, or counted twice")
+  videos, identities = [], []
+  for name in names:
+    found, identity = data_lib.load_synthetic(name, config.dataset.data_dir or None,
+                                              feature_settings(config))
+    videos += [dataclasses.replace(v, video_id=f"{name}:{v.video_id}",
+                                   subject=f"{name}:{v.subject}") for v in found]
+    identities.append(identity)
+  return videos, identities
 
 
 def make_models(config) -> tuple[model_lib.FrameSpotter, model_lib.IntervalRecogniser]:
@@ -149,6 +185,8 @@ def sample_batch(videos: Sequence[data_lib.Video], config, fold_index: int, step
   """The training batch of `step`: a pure function of (seed, fold, step)."""
   rng = np.random.default_rng([int(config.train.seed), fold_index, step])
   window, batch = int(config.train.window), int(config.train.batch_size)
+  # config.train.augment=False (an ablation) passes the maps through unchanged.
+  view = augment if config.train.get("augment", True) else (lambda maps, rng: maps)
   maps, labels = [], []
   for _ in range(batch):
     v = videos[int(rng.integers(len(videos)))]
@@ -158,13 +196,13 @@ def sample_batch(videos: Sequence[data_lib.Video], config, fold_index: int, step
     s = int(rng.integers(-margin, max(-margin, len(v.maps) - window + margin) + 1))
     lo, hi = max(s, 0), min(s + window, len(v.maps))
     pad = [(lo - s, s + window - hi)]
-    maps.append(augment(np.pad(v.maps[lo:hi], pad + [(0, 0)] * 3), rng))
+    maps.append(view(np.pad(v.maps[lo:hi], pad + [(0, 0)] * 3), rng))
     labels.append(np.pad(v.labels[lo:hi], pad))
   rec_maps = np.concatenate([v.rec_maps for v in videos])
   rec_labels = np.concatenate([v.rec_labels for v in videos])
   pick = rng.integers(len(rec_maps), size=int(config.train.recognition_batch_size))
   return (np.stack(maps), np.stack(labels).astype(np.int32),
-          np.stack([augment(m, rng) for m in rec_maps[pick]]), rec_labels[pick].astype(np.int32))
+          np.stack([view(m, rng) for m in rec_maps[pick]]), rec_labels[pick].astype(np.int32))
 
 
 def class_weights(videos: Sequence[data_lib.Video]) -> np.ndarray:
@@ -352,8 +390,11 @@ def train_and_evaluate(config, workdir: str) -> dict:
   videos, dataset = data_lib.load_synthetic(str(config.dataset.preset),
                                             config.dataset.data_dir or None,
                                             feature_settings(config))
-  identity = workdir_lib.RunIdentity(config=identity.config, dataset=dataset,
-                                     package_version=identity.package_version)
+  extra_videos, extra_datasets = extra_training_videos(config)
+  identity = workdir_lib.RunIdentity(
+      config=identity.config,
+      dataset={**dataset, "extra_train": extra_datasets} if extra_datasets else dataset,
+      package_version=identity.package_version)
   wd.claim(identity, on_mismatch=on_mismatch)
   digest = identity.digest
   timing = {"features_s": round(time.time() - began, 1)}
@@ -367,7 +408,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
   outputs = {}
   for fold, index in folds:
     held_out = [v for v in videos if v.subject == fold]
-    train_videos = [v for v in videos if v.subject != fold]
+    train_videos = [v for v in videos if v.subject != fold] + extra_videos
     done = _read_fold(wd, fold, digest, [v.video_id for v in held_out])
     if done is not None:
       logging.info("fold %s: done earlier, predictions read from %s", fold,
