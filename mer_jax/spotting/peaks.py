@@ -50,8 +50,7 @@ TYPES = ("micro", "macro")
 class PeakParams:
   """Post-processing parameters (module docstring), in seconds so they carry across fps.
 
-  Every value was chosen on the LOSO run of the dev twin cas_like_dev, in two steps.
-  First, smooth_s and min_length_s (0.2 s) from a 24-point grid (threshold 0.5-0.8,
+  Every value was chosen on LOSO runs of the dev twin cas_like_dev, in steps. First, smooth_s and min_length_s (0.2 s) from a 24-point grid (threshold 0.5-0.8,
   min_length_s 0.1-0.2, smooth_s 0.1-0.2): overall spotting F1 0.729 there (TP 74, FP 33,
   FN 22) against 0.624 (TP 73, FP 65, FN 23) with the a-priori 0.1 s and 0.1 s; the
   other fields kept their a-priori values (`FIRST_DEV_CHOICE`).
