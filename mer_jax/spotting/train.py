@@ -9,8 +9,9 @@ trained on every subject, the model `mer-jax analyze` loads):
    inside a micro- / inside a macro-expression) on random windows of the
    training videos' motion maps (the other subjects' videos plus those of
    `config.dataset.extra_train_presets`, which are never scored),
-   class-weighted (1 / sqrt(frequency)); the recogniser (`model.IntervalRecogniser`) learns the class from the true
-   intervals' jittered onset->apex maps, in the same step and optimiser;
+   class-weighted (1 / sqrt(frequency)); the recogniser
+   (`model.IntervalRecogniser`) learns the class from the true intervals'
+   jittered onset->apex maps, in the same step and optimiser;
 2. the held-out videos are scored in windows (`model.windowed_logits`),
    intervals found (`peaks.find_intervals`), each interval's apex estimated
    from the flow (`features.estimate_apexes`) and its class recognised from
