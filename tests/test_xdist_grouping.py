@@ -1,4 +1,4 @@
-"""The conftest's repair of `pytest.mark.xdist_group` (see `conftest.pytest_collection_modifyitems`):
+"""The conftest's repair of `pytest.mark.xdist_group` (`conftest.pytest_collection_modifyitems`):
 tests of one group run on one xdist worker, so a shared trained run is built once."""
 
 import pathlib

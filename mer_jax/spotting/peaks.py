@@ -50,10 +50,11 @@ TYPES = ("micro", "macro")
 class PeakParams:
   """Post-processing parameters (module docstring), in seconds so they carry across fps.
 
-  Every value was chosen on LOSO runs of the dev twin cas_like_dev, in steps. First, smooth_s and min_length_s (0.2 s) from a 24-point grid (threshold 0.5-0.8,
-  min_length_s 0.1-0.2, smooth_s 0.1-0.2): overall spotting F1 0.729 there (TP 74, FP 33,
-  FN 22) against 0.624 (TP 73, FP 65, FN 23) with the a-priori 0.1 s and 0.1 s; the
-  other fields kept their a-priori values (`FIRST_DEV_CHOICE`).
+  Every value was chosen on LOSO runs of the dev twin cas_like_dev, in steps. First, smooth_s
+  and min_length_s (0.2 s) from a 24-point grid (threshold 0.5-0.8, min_length_s 0.1-0.2,
+  smooth_s 0.1-0.2): overall spotting F1 0.729 there (TP 74, FP 33, FN 22) against 0.624 (TP
+  73, FP 65, FN 23) with the a-priori 0.1 s and 0.1 s; the other fields kept their a-priori
+  values (`FIRST_DEV_CHOICE`).
 
   drop_by_duration (MEGC's duration definition of the two types applied to
   candidates, not a tuned value) was then compared on the same dev run with the
