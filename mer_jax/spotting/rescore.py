@@ -15,12 +15,12 @@ parameters it reproduces the run's results.json.
 
 `--grid` scores the `GRID` below by spotting F1 alone (no recognition, so
 NumPy only and seconds) and picks the parameters with the highest overall F1;
-ties go to the earlier grid point (the grid lists the values chosen before
-it, `peaks.FIRST_DEV_CHOICE`, first). It is meant for a dev instance
-(`preset=cas_like_dev`): parameters chosen there are then applied to the
-test run with `--peaks_from`, so no choice is made on a test fold. Flags not given (and fields a `--peaks_from`
-file lacks) keep the run's own values; `--drop_by_duration=true|false` sets
-the duration rule of `peaks.PeakParams`.
+ties go to the earlier grid point (the grid lists the values chosen before it,
+`peaks.FIRST_DEV_CHOICE`, first). It is meant for a dev instance
+(`preset=cas_like_dev`): parameters chosen there are then applied to the test
+run with `--peaks_from`, so no choice is made on a test fold. Flags not given
+(and fields a `--peaks_from` file lacks) keep the run's own values;
+`--drop_by_duration=true|false` sets the duration rule of `peaks.PeakParams`.
 """
 
 from __future__ import annotations
