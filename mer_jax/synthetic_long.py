@@ -178,17 +178,16 @@ class LongVideoConfig:
     return tuple(int(round(s * self.fps)) for s in self.macro_duration_s)
 
 
+# Unit tests: two short videos, built in seconds.
+_TINY = LongVideoConfig(
+    num_subjects=2, videos_per_subject=1, duration_s=8.0, fps=30.0, size=48,
+    micros_per_video=(2, 2), macros_per_video=(1, 1), macro_duration_s=(0.8, 1.5),
+    blinks_per_minute=20.0, mouth_per_minute=10.0, head_moves_per_minute=8.0)
+
 PRESETS: Mapping[str, LongVideoConfig] = {
-    # Unit tests: two short videos, built in seconds.
-    "tiny": LongVideoConfig(
-        num_subjects=2, videos_per_subject=1, duration_s=8.0, fps=30.0, size=48,
-        micros_per_video=(2, 2), macros_per_video=(1, 1), macro_duration_s=(0.8, 1.5),
-        blinks_per_minute=20.0, mouth_per_minute=10.0, head_moves_per_minute=8.0),
+    "tiny": _TINY,
     # Extra training subjects for the tests' tiny runs (the tiny recipe, another seed).
-    "tiny_extra": LongVideoConfig(
-        num_subjects=2, videos_per_subject=1, duration_s=8.0, fps=30.0, size=48,
-        micros_per_video=(2, 2), macros_per_video=(1, 1), macro_duration_s=(0.8, 1.5),
-        blinks_per_minute=20.0, mouth_per_minute=10.0, head_moves_per_minute=8.0, seed=1),
+    "tiny_extra": dataclasses.replace(_TINY, seed=1),
     # Like CAS(ME)^2: 30 fps, long recordings with macro- and micro-expressions.
     "cas_like": LongVideoConfig(),
     # The cas_like recipe with other subjects and videos (another seed): spotting
