@@ -57,7 +57,8 @@ def tiled_max_pool(x: jnp.ndarray, size: int, padding: str = "VALID") -> jnp.nda
   smaller half before (h = ceil(H / size)). Written as a reshape and a max because XLA
   lowers `max_pool`'s gradient to select-and-scatter, which on CPU is slow: one training
   step of OFF-ApexNet (batch 16, 28 x 28) took 8.1 ms with `nn.max_pool` and 4.7 ms with
-  this (2-core CPU). The gradient is the same wherever a tile's maximum is unique; on ties
+  this (2-core CPU; a probe in one process, the variants timed one after the other, load
+  average 0.8). The gradient is the same wherever a tile's maximum is unique; on ties
   it is shared among the tied inputs instead of given to the first. Ties occur among
   values that ReLU set to zero (before or under a batch norm), whose own gradient ReLU
   then zeroes, so parameter gradients are unchanged up to rounding.
