@@ -149,6 +149,13 @@ def _init(model: flax.linen.Module, rng: jax.Array, frames: jax.Array, mask: jax
   return model.init(rng, frames, mask, train=False)
 
 
+# One module instance per equal model: Flax modules compare by their fields, but a bound method
+# compares its instance by identity (Python >= 3.8), and a TrainState carries `apply_fn` as
+# static data. Without this, a fresh but equal model per fold (or per fold-parallel chunk)
+# makes jit trace and compile the train and eval steps again for every fold of a run.
+_APPLY_MODELS: dict[flax.linen.Module, flax.linen.Module] = {}
+
+
 def initial_state(config: ml_collections.ConfigDict, model: flax.linen.Module,
                   rng: jax.Array) -> TrainState:
   """Initialises parameters (and optionally a pretrained encoder) on the host.
@@ -165,5 +172,6 @@ def initial_state(config: ml_collections.ConfigDict, model: flax.linen.Module,
         variables, weights.load_encoder_checkpoint(config.transfer.pretrained_checkpoint))
   params = variables["params"]
   batch_stats = variables.get("batch_stats", {})
-  return TrainState.create(apply_fn=model.apply, params=params,
+  apply_model = _APPLY_MODELS.setdefault(model, model)
+  return TrainState.create(apply_fn=apply_model.apply, params=params,
                            tx=create_optimizer(config, params), batch_stats=batch_stats)
