@@ -17,7 +17,8 @@ from __future__ import annotations
 import importlib.metadata
 import os
 import platform
-from typing import Any, Optional
+import time
+from typing import Any, Callable, Optional
 
 import jax
 
@@ -94,6 +95,33 @@ def machine_info() -> dict[str, Any]:
       "platform": platform.platform(),
       "python": platform.python_version(),
   }
+
+
+# A machine counts as quiet for timing when its 1-minute load average is below this
+# (the developers' guide: figures from a loaded machine are not results).
+QUIET_LOAD = 1.0
+
+
+def wait_for_quiet(threshold: float = QUIET_LOAD, timeout_s: float = 600.0, *,
+                   poll_s: float = 5.0,
+                   load: Callable[[], float] = lambda: os.getloadavg()[0],
+                   sleep: Callable[[float], None] = time.sleep,
+                   clock: Callable[[], float] = time.monotonic) -> dict[str, Any]:
+  """Waits until the 1-minute load average is below `threshold`, at most `timeout_s` seconds.
+
+  A timed run right after another one starts at the load that run left behind (the
+  1-minute average decays with a one-minute time constant), so each run waits here first.
+
+  Returns:
+    {"load_before": the last load read, "waited_s": seconds waited, "quiet": whether the
+    load fell below `threshold` (False: the timeout passed; the figure is provisional)}.
+  """
+  began = clock()
+  current = load()
+  while current >= threshold and clock() - began < timeout_s:
+    sleep(poll_s)
+    current = load()
+  return {"load_before": current, "waited_s": clock() - began, "quiet": current < threshold}
 
 
 def library_versions() -> dict[str, Optional[str]]:

@@ -13,11 +13,14 @@ through `mer_jax.train.train_and_evaluate` in three modes, each into a fresh wor
   parallel_2dev  two folds at a time, one per device, the CPU's cores as 2 JAX devices
 
 Each timed run is a fresh process (its own compilation, caches and memory: peak RSS is
-recorded). The records and the flow cache are built before any timing (they are shared by the modes); the
-timed span is the whole `train_and_evaluate` call: compilation, every fold, prediction and the
-reports. Modes alternate within each round (the order rotates between rounds), the load average
-is recorded before each run, and every run's pooled UF1/UAR is kept so that the modes can be
-seen to train the same models. Writes JSON to `--out` and prints a Markdown table.
+recorded). The records and the flow cache are built before any timing (they are shared by
+the modes); the timed span is the whole `train_and_evaluate` call: compilation, every fold,
+prediction and the reports. Modes alternate within each round (the order rotates between rounds). Before each run
+the benchmark waits until the 1-minute load average is below `--quiet_load` (default 1; the
+previous run's own load decays with a one-minute time constant), at most `--quiet_timeout_s`;
+a run that started above it is marked provisional (`quiet: false`, and in the table). Every
+run's pooled UF1/UAR is kept so that the modes can be seen to train the same models. Writes
+JSON to `--out` and prints a Markdown table.
 """
 
 from __future__ import annotations
@@ -33,6 +36,8 @@ import sys
 import tempfile
 import time
 from typing import Sequence
+
+from benchmarks import hardware
 
 # mode -> (CPU devices of its process, config overrides). Each timed run is a fresh process.
 MODES = {
@@ -74,21 +79,25 @@ def prepare(config) -> dict:
 
 
 def time_run(tier: str, data_dir: str, mode: str, workdir: str, *, folds: Sequence[str] = (),
-             num_train_steps: int = 0) -> dict:
-  """One timed `train_and_evaluate` in a fresh process (its own devices, caches, memory)."""
+             num_train_steps: int = 0, quiet_load: float = hardware.QUIET_LOAD,
+             quiet_timeout_s: float = 600.0) -> dict:
+  """One timed `train_and_evaluate` in a fresh process (its own devices, caches, memory).
+
+  Waits first for a quiet machine (`hardware.wait_for_quiet`; `quiet_load` 0: no wait).
+  """
   devices, _ = MODES[mode]
   env = dict(os.environ, JAX_NUM_CPU_DEVICES=str(devices), JAX_PLATFORMS="cpu")
   out_path = workdir + ".json"
   command = [sys.executable, "-m", "benchmarks.loso_bench", "--_one", mode, "--tiers", tier,
              "--data_dir", data_dir, "--out", out_path, "--_workdir", workdir,
              "--folds", ",".join(folds), "--num_train_steps", str(num_train_steps)]
-  load = os.getloadavg()[0]
+  quiet = hardware.wait_for_quiet(quiet_load, quiet_timeout_s if quiet_load > 0 else 0.0)
   began = time.perf_counter()
   subprocess.run(command, env=env, check=True, stdout=subprocess.DEVNULL)
   seconds = time.perf_counter() - began
   with open(out_path) as f:
     result = json.load(f)
-  return {"seconds": seconds, "load_before": load, **result}
+  return {"seconds": seconds, **quiet, **result}
 
 
 def _one(tier: str, data_dir: str, mode: str, workdir: str, out: str, *, folds, num_train_steps):
@@ -106,13 +115,15 @@ def _one(tier: str, data_dir: str, mode: str, workdir: str, out: str, *, folds, 
 
 
 def run(tiers: Sequence[str], modes: Sequence[str], *, rounds: int, data_dir: str,
-        folds: Sequence[str] = (), num_train_steps: int = 0) -> dict:
+        folds: Sequence[str] = (), num_train_steps: int = 0,
+        quiet_load: float = hardware.QUIET_LOAD, quiet_timeout_s: float = 600.0) -> dict:
   """Every tier x mode x round; medians and speed-ups over `serial`."""
   out = {"benchmark": "loso", "date": datetime.date.today().isoformat(),
          "device": f"CPU ({platform.processor() or platform.machine()}), "
                    f"{os.cpu_count()} cores; JAX devices per mode "
                    f"{ {m: MODES[m][0] for m in modes} }",
          "platform": platform.platform(), "cpu_count": os.cpu_count(),
+         "quiet_load": quiet_load,
          "command": " ".join([os.path.basename(sys.executable), "-m", "benchmarks.loso_bench"]
                              + sys.argv[1:]), "tiers": {}}
   for tier in tiers:
@@ -124,10 +135,13 @@ def run(tiers: Sequence[str], modes: Sequence[str], *, rounds: int, data_dir: st
         order = list(modes[r % len(modes):]) + list(modes[:r % len(modes)])
         for mode in order:
           result = time_run(tier, data_dir, mode, os.path.join(tmp, f"{mode}_{r}"), folds=folds,
-                            num_train_steps=num_train_steps)
+                            num_train_steps=num_train_steps, quiet_load=quiet_load,
+                            quiet_timeout_s=quiet_timeout_s)
           runs[mode].append(result)
           print(f"{tier} round {r + 1} {mode}: {result['seconds']:.1f} s, UF1 "
-                f"{result['uf1']:.4f} (load {result['load_before']:.2f})", flush=True)
+                f"{result['uf1']:.4f} (load {result['load_before']:.2f} after waiting "
+                f"{result['waited_s']:.0f} s{'' if result['quiet'] else ', NOT quiet'})",
+                flush=True)
     medians = {m: statistics.median(x["seconds"] for x in v) for m, v in runs.items()}
     out["tiers"][tier] = {
         **sizes, "runs": runs, "median_seconds": medians,
@@ -136,8 +150,14 @@ def run(tiers: Sequence[str], modes: Sequence[str], *, rounds: int, data_dir: st
   return out
 
 
+def _load(run: dict) -> str:
+  """A run's load before it started, starred when it was not quiet."""
+  return f"{run['load_before']:.2f}{'' if run.get('quiet', True) else '*'}"
+
+
 def markdown(result: dict) -> str:
-  lines = [f"LOSO wall time ({result['device']}, {result['date']})", "",
+  lines = [f"LOSO wall time ({result['device']}, {result['date']}); load before each run "
+           f"(* : not below {result.get('quiet_load', hardware.QUIET_LOAD)}, provisional)", "",
            "| tier | folds | mode | median s | x serial | UF1 per run | peak RSS MiB | load before |",
            "|---|---|---|---|---|---|---|---|"]
   for tier, t in result["tiers"].items():
@@ -147,7 +167,7 @@ def markdown(result: dict) -> str:
           f"{t['speedup_over_serial'].get(mode, float('nan')):.2f} | "
           f"{', '.join('%.4f' % x['uf1'] for x in runs)} | "
           f"{max(x['peak_rss_mib'] for x in runs):.0f} | "
-          f"{', '.join('%.2f' % x['load_before'] for x in runs)} |")
+          f"{', '.join(_load(x) for x in runs)} |")
   return "\n".join(lines) + "\n"
 
 
@@ -160,6 +180,12 @@ def main(argv: Sequence[str] | None = None) -> int:
   parser.add_argument("--data_dir", required=True, help="TFDS data dir (built if missing)")
   parser.add_argument("--folds", default="", help="smoke runs: test subjects, comma-separated")
   parser.add_argument("--num_train_steps", type=int, default=0, help="smoke runs: fewer steps")
+  parser.add_argument("--quiet_load", type=float, default=hardware.QUIET_LOAD,
+                      help="wait before each run until the 1-minute load average is below "
+                           "this (0: do not wait)")
+  parser.add_argument("--quiet_timeout_s", type=float, default=600.0,
+                      help="longest wait for a quiet machine; a run started above the "
+                           "threshold is marked provisional")
   parser.add_argument("--out", required=True, help="JSON output path")
   parser.add_argument("--_one", default="", help=argparse.SUPPRESS)  # Child: one timed run.
   parser.add_argument("--_workdir", default="", help=argparse.SUPPRESS)
@@ -177,7 +203,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.error("--rounds must be >= 1")
   result = run([t for t in args.tiers.split(",") if t], modes, rounds=args.rounds,
                data_dir=args.data_dir, folds=folds,
-               num_train_steps=args.num_train_steps)
+               num_train_steps=args.num_train_steps, quiet_load=args.quiet_load,
+               quiet_timeout_s=args.quiet_timeout_s)
   os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
   with open(args.out, "w") as f:
     json.dump(result, f, indent=2)

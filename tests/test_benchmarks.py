@@ -240,3 +240,22 @@ def test_torch_compare_alternates_rounds(tmp_path):
     s = data["suites"][suite]
     assert len(s["times_s"]["mer_jax"]) == 2 and len(s["times_s"]["torch"]) == 2
     assert s["torch_over_mer_jax"] == pytest.approx(s["torch_ms"] / s["mer_jax_ms"])
+
+
+def test_wait_for_quiet_polls_until_the_load_falls():
+  loads = iter([2.5, 1.8, 1.2, 0.9, 0.5])
+  now = [0.0]
+  def sleep(seconds):
+    now[0] += seconds
+  quiet = hardware.wait_for_quiet(1.0, 60.0, poll_s=5.0, load=lambda: next(loads),
+                                  sleep=sleep, clock=lambda: now[0])
+  assert quiet == {"load_before": 0.9, "waited_s": 15.0, "quiet": True}
+
+
+def test_wait_for_quiet_gives_up_after_the_timeout_and_says_so():
+  now = [0.0]
+  def sleep(seconds):
+    now[0] += seconds
+  quiet = hardware.wait_for_quiet(1.0, 12.0, poll_s=5.0, load=lambda: 3.0, sleep=sleep,
+                                  clock=lambda: now[0])
+  assert quiet == {"load_before": 3.0, "waited_s": 15.0, "quiet": False}

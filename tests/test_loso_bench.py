@@ -12,13 +12,14 @@ def test_loso_bench_times_modes_in_fresh_processes(data_dir, tmp_path):
   out = tmp_path / "loso.json"
   assert loso_bench.main(["--tiers", "tiny", "--modes", "serial,resident", "--data_dir",
                           data_dir, "--folds", "s00", "--num_train_steps", "2",
-                          "--out", str(out)]) == 0
+                          "--quiet_load", "0", "--out", str(out)]) == 0
   result = json.loads(out.read_text())
   tier = result["tiers"]["tiny"]
   assert set(tier["runs"]) == {"serial", "resident"}
   for runs in tier["runs"].values():
     (run,) = runs
     assert run["folds"] == 1 and run["seconds"] > 0 and run["peak_rss_mib"] > 0
+    assert run["waited_s"] == pytest.approx(0.0, abs=1.0)  # --quiet_load 0: no wait.
   # The same fold, steps and batches (one device each): the same model, the same scores.
   assert tier["runs"]["serial"][0]["uf1"] == pytest.approx(tier["runs"]["resident"][0]["uf1"])
   assert tier["speedup_over_serial"]["serial"] == 1.0
@@ -28,3 +29,14 @@ def test_loso_bench_refuses_unknown_modes(tmp_path):
   with pytest.raises(SystemExit):
     loso_bench.main(["--modes", "warp", "--data_dir", str(tmp_path), "--out",
                      str(tmp_path / "x.json")])
+
+
+def test_markdown_marks_runs_started_on_a_busy_machine():
+  run = {"folds": 2, "uf1": 0.5, "peak_rss_mib": 100.0}
+  result = {"device": "CPU", "date": "2026-11-30", "quiet_load": 1.0, "tiers": {"tiny": {
+      "runs": {"serial": [{**run, "load_before": 0.4, "quiet": True}],
+               "parallel": [{**run, "load_before": 1.7, "quiet": False}]},
+      "median_seconds": {"serial": 10.0, "parallel": 5.0},
+      "speedup_over_serial": {"serial": 1.0, "parallel": 2.0}}}}
+  table = loso_bench.markdown(result)
+  assert "| 0.40 |" in table and "| 1.70* |" in table and "provisional" in table
