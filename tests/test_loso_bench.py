@@ -5,6 +5,7 @@ import json
 import pytest
 
 from benchmarks import loso_bench
+from benchmarks import member_step_bench
 
 
 @pytest.mark.slow
@@ -40,3 +41,25 @@ def test_markdown_marks_runs_started_on_a_busy_machine():
       "speedup_over_serial": {"serial": 1.0, "parallel": 2.0}}}}
   table = loso_bench.markdown(result)
   assert "| 0.40 |" in table and "| 1.70* |" in table and "provisional" in table
+
+
+@pytest.mark.slow
+def test_member_step_bench_times_each_layout(data_dir, tmp_path):
+  out = tmp_path / "member_step.json"
+  assert member_step_bench.main(["--data_dir", data_dir, "--tier", "tiny", "--layouts",
+                                 "1x1,2x2", "--steps", "2", "--rounds", "2",
+                                 "--out", str(out)]) == 0
+  result = json.loads(out.read_text())
+  rows = {(r["members"], r["devices"]): r for r in result["layouts"]}
+  assert set(rows) == {(1, 1), (2, 2)}
+  for (members, _), row in rows.items():
+    assert len(row["rounds_ms_per_step"]) == 2 and row["ms_per_step"] > 0
+    assert row["ms_per_member_step"] == pytest.approx(row["ms_per_step"] / members)
+  assert len(result["load_before_rounds"]) == 2
+
+
+def test_member_step_bench_refuses_bad_layouts(tmp_path):
+  for bad in ("2", "0x1", "ax2"):
+    with pytest.raises(SystemExit):
+      member_step_bench.main(["--data_dir", str(tmp_path), "--layouts", bad,
+                              "--out", str(tmp_path / "x.json")])
