@@ -170,7 +170,7 @@ def test_hysteresis_keeps_a_sagging_expression_whole():
 def test_defaults_are_the_dev_choice_and_old_fields_have_their_former_behaviour():
   chosen = peaks.PeakParams()
   assert (chosen.threshold, chosen.low_threshold, chosen.merge_gap_s, chosen.smooth_s,
-          chosen.min_length_s, chosen.drop_by_duration) == (0.7, 0.4, 0.2, 0.2, 0.2, False)
+          chosen.min_length_s, chosen.drop_by_duration) == (0.6, 1.0, 0.3, 0.1, 0.2, False)
   # Each value in BEFORE_FIELD gives the behaviour from before its field existed, as the
   # a-priori parameters (which predate every added field) hold.
   for name, value in peaks.BEFORE_FIELD.items():

@@ -2,6 +2,7 @@
 
 import json
 
+import ml_collections
 import numpy as np
 import pytest
 
@@ -33,6 +34,27 @@ def _config(cache, **train_overrides):
   for key, value in train_overrides.items():
     config.train[key] = value
   return config
+
+
+def _killed_after_first_save(config, workdir, fold):
+  """Runs the trainer into `workdir` and kills it right after `fold`'s first checkpoint."""
+  saves = {"count": 0}
+  real_save = checkpoints.save
+
+  def dying_save(manager, step, state, metrics=None):
+    real_save(manager, step, state, metrics)
+    if fold in str(manager.directory):
+      saves["count"] += 1
+      if saves["count"] == 1:
+        checkpoints.wait(manager)
+        raise KeyboardInterrupt("killed")
+
+  train.checkpoints.save = dying_save
+  try:
+    with pytest.raises(KeyboardInterrupt):
+      train.train_and_evaluate(config, str(workdir))
+  finally:
+    train.checkpoints.save = real_save
 
 
 def test_batches_depend_only_on_seed_fold_and_step():
@@ -91,23 +113,7 @@ def test_loso_run_writes_results_refuses_another_config_and_resumes_identically(
     train.train_and_evaluate(changed, str(tmp_path / "full"))
 
   # Kill during fold s01 (after its first checkpoint), then rerun the same command.
-  saves = {"count": 0}
-  real_save = checkpoints.save
-
-  def dying_save(manager, step, state, metrics=None):
-    real_save(manager, step, state, metrics)
-    if "s01" in str(manager.directory):
-      saves["count"] += 1
-      if saves["count"] == 1:
-        checkpoints.wait(manager)
-        raise KeyboardInterrupt("killed")
-
-  train.checkpoints.save = dying_save
-  try:
-    with pytest.raises(KeyboardInterrupt):
-      train.train_and_evaluate(config, str(tmp_path / "resumed"))
-  finally:
-    train.checkpoints.save = real_save
+  _killed_after_first_save(config, tmp_path / "resumed", fold="s01")
   wd = workdir_lib.Workdir(str(tmp_path / "resumed"))
   assert wd.fold_names() == ["s00", "s01"]
   assert not (tmp_path / "resumed" / "results.json").exists()
@@ -157,3 +163,52 @@ def test_extra_training_presets_join_every_fold_and_the_run_identity(tmp_path, c
     config.dataset.extra_train_presets = bad
     with pytest.raises(ValueError, match=message):
       train.extra_training_videos(config)
+
+
+def _fold_probabilities(workdir):
+  wd = workdir_lib.Workdir(str(workdir))
+  return {vid: np.asarray(rec["probabilities"])
+          for fold in wd.fold_names()
+          for vid, rec in json.loads(open(wd.predictions_json(fold)).read())["videos"].items()}
+
+
+@pytest.mark.slow
+def test_an_ensemble_averages_its_members_which_are_the_runs_of_their_seeds(tmp_path, cache):
+  """train.ensemble=2 = the mean of the one-member runs with seeds 0 and 1; killed and resumed
+  it ends where an uninterrupted run ends."""
+  for seed in (0, 1):
+    train.train_and_evaluate(_config(cache, seed=seed), str(tmp_path / f"seed{seed}"))
+  ensemble = _config(cache, ensemble=2)
+  _killed_after_first_save(ensemble, tmp_path / "ensemble", fold="s00")
+  results = train.train_and_evaluate(ensemble, str(tmp_path / "ensemble"))
+
+  one, two = _fold_probabilities(tmp_path / "seed0"), _fold_probabilities(tmp_path / "seed1")
+  both = _fold_probabilities(tmp_path / "ensemble")
+  assert sorted(both) == sorted(one) == ["s00/v00", "s01/v00"]
+  for vid, probabilities in both.items():
+    # Stored values are rounded to 1e-4 (train.PROBABILITY_DECIMALS), hence the tolerance.
+    np.testing.assert_allclose(probabilities, (one[vid] + two[vid]) / 2, atol=1.01e-4)
+  assert max(np.abs(one[v] - two[v]).max() for v in one) > 1e-2  # The seeds do differ.
+
+  # The fold's checkpoint holds both members; the predictor and re-scoring read it.
+  predictor, _ = train.load_predictor(str(tmp_path / "ensemble"), "s00")
+  assert len(predictor._spot_params) == 2  # pylint: disable=protected-access
+  run = rescore.load_run(str(tmp_path / "ensemble"))
+  again = rescore.rescore(run, rescore.load_videos(run), rescore.run_params(run))
+  assert json.loads(json.dumps(again["spotting"])) == results["spotting"]
+  assert json.loads(json.dumps(again["predictions"])) == results["predictions"]
+
+
+@pytest.mark.parametrize("bad", [0, -1, True, 1.5, "3"])
+def test_a_bad_ensemble_size_is_named(bad):
+  # As a config.json read back holds it (the config file's own field only takes integers).
+  config = ml_collections.ConfigDict({"train": {"seed": 0, "ensemble": bad}})
+  with pytest.raises(ValueError, match=r"config.train.ensemble must be an integer >= 1"):
+    train.ensemble_size(config)
+  assert train.ensemble_size(ml_collections.ConfigDict({"train": {"seed": 0}})) == 1  # old runs
+
+
+def test_ensemble_member_m_trains_with_seed_plus_m():
+  config = _config("/nonexistent", seed=5)
+  assert train.member_config(config, 0) is config
+  assert train.member_config(config, 2).train.seed == 7 and config.train.seed == 5

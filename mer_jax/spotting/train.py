@@ -11,11 +11,14 @@ trained on every subject, the model `mer-jax analyze` loads):
    `config.dataset.extra_train_presets`, which are never scored),
    class-weighted (1 / sqrt(frequency)); the recogniser
    (`model.IntervalRecogniser`) learns the class from the true intervals'
-   jittered onset->apex maps, in the same step and optimiser;
-2. the held-out videos are scored in windows (`model.windowed_logits`),
-   intervals found (`peaks.find_intervals`), each interval's apex estimated
-   from the flow (`features.estimate_apexes`) and its class recognised from
-   its onset->apex maps.
+   jittered onset->apex maps, in the same step and optimiser; with
+   `config.train.ensemble` = n, n such pairs are trained per fold, member m
+   exactly as a one-member run with seed `train.seed + m`;
+2. the held-out videos are scored in windows (`model.windowed_logits`; the
+   members' probabilities averaged), intervals found (`peaks.find_intervals`),
+   each interval's apex estimated from the flow (`features.estimate_apexes`)
+   and its class recognised from its onset->apex maps (the members' class
+   probabilities averaged).
 
 Workdir conventions are the recognition trainer's (`mer_jax.workdir`): the
 run identity (config fields that change results + the dataset fingerprint)
@@ -108,8 +111,52 @@ def make_models(config) -> tuple[model_lib.FrameSpotter, model_lib.IntervalRecog
                                        features=int(config.model.recogniser_features)))
 
 
+def ensemble_size(config) -> int:
+  """Spotter/recogniser pairs trained per fold (`config.train.ensemble`; runs made before the
+  field trained one)."""
+  size = config.train.get("ensemble", 1)
+  if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+    raise ValueError(f"config.train.ensemble must be an integer >= 1, got {size!r}")
+  return size
+
+
+def member_config(config, member: int):
+  """The config ensemble member `member` trains with: `train.seed + member`, the rest equal.
+
+  So member m of a fold is the fold of a one-member run with seed `train.seed + m`: the same
+  initial parameters and batches (`initial_state`, `sample_batch` read the seed from here).
+  """
+  if member == 0:
+    return config
+  copy = config.copy_and_resolve_references()
+  copy.train.seed = int(config.train.seed) + member
+  return copy
+
+
 def initial_state(config, fold_index: int) -> dict:
-  """Host state {"params", "opt_state", "step"} of a fold, before training."""
+  """Host state of a fold before training, the structure its checkpoints hold.
+
+  One member: {"params", "opt_state", "step"} (the format of runs before
+  `config.train.ensemble`); several: {"members": {"0": that dict, "1": ...}}.
+  """
+  return _packed([_member_initial_state(member_config(config, m), fold_index)
+                  for m in range(ensemble_size(config))])
+
+
+def member_states(state: dict) -> list[dict]:
+  """The per-member states of `initial_state`'s structure, in member order."""
+  if "members" not in state:
+    return [state]
+  return [state["members"][str(m)] for m in range(len(state["members"]))]
+
+
+def _packed(states: Sequence[dict]) -> dict:
+  """Per-member states in `initial_state`'s structure (the inverse of `member_states`)."""
+  return states[0] if len(states) == 1 else {"members": {str(m): st for m, st in
+                                                         enumerate(states)}}
+
+
+def _member_initial_state(config, fold_index: int) -> dict:
   spotter, recogniser = make_models(config)
   settings = feature_settings(config)
   params = model_lib.init_params(
@@ -226,35 +273,52 @@ def train_fold(config, wd: workdir_lib.Workdir, fold: str, fold_index: int,
   if restored is not None:
     state = restored
     logging.info("fold %s: resumed at step %d", fold, start)
+  states = member_states(state)
+  member_configs = [member_config(config, m) for m in range(len(states))]
   step_fn = _compiled(_model_key(config))[0]
   weights = jnp.asarray(class_weights(videos), jnp.float32)
   began = time.time()
   for step in range(start, num_steps):
-    state, spot_loss, rec_loss = step_fn(state, weights, *sample_batch(videos, config, fold_index, step))
+    losses = []
+    # Members step in turn, each on its own seed's batch: member m ends where a one-member
+    # run with seed train.seed + m ends.
+    for m, member in enumerate(member_configs):
+      states[m], spot_loss, rec_loss = step_fn(
+          states[m], weights, *sample_batch(videos, member, fold_index, step))
+      losses.append((spot_loss, rec_loss))
     done = step + 1
     if done % int(config.log_every_steps) == 0 or done == num_steps:
-      logging.info("fold %s step %d/%d: spotting loss %.4f, recognition loss %.4f (%.1f s)",
-                   fold, done, num_steps, float(spot_loss), float(rec_loss), time.time() - began)
+      spot_loss, rec_loss = np.mean(np.asarray(losses, np.float64), axis=0)
+      logging.info("fold %s step %d/%d: spotting loss %.4f, recognition loss %.4f (mean of %d "
+                   "member(s); %.1f s)", fold, done, num_steps, spot_loss, rec_loss,
+                   len(states), time.time() - began)
     if done % every == 0 or done == num_steps:
-      checkpoints.save(manager, done, jax.device_get(state))
+      checkpoints.save(manager, done, jax.device_get(_packed(states)))
   checkpoints.wait(manager)
   manager.close()
-  return jax.device_get(state)
+  return jax.device_get(_packed(states))
 
 
 class Predictor:
-  """A trained fold's spotter and recogniser applied to videos (also used by `mer_jax.analyze`)."""
+  """A trained fold's spotter and recogniser applied to videos (also used by `mer_jax.analyze`).
 
-  def __init__(self, config, params: dict):
+  With an ensemble (`config.train.ensemble` > 1) the members' per-frame probabilities are
+  averaged, and so are their recognisers' class probabilities.
+  """
+
+  def __init__(self, config, state: dict):
+    """`state`: the fold's trained host state (`initial_state`'s structure)."""
     self.config = config
     self.settings = feature_settings(config)
     self.peak_params = peak_params(config)
     spotter, _ = make_models(config)
     self.context = spotter.receptive_radius
     _, spot, recognise = _compiled(_model_key(config))
-    spot_params, rec_params = params["spotter"], params["recogniser"]
-    self._spot = lambda maps: spot(spot_params, maps)
-    self._recognise = lambda maps: recognise(rec_params, maps)
+    self._spot_params = [st["params"]["spotter"] for st in member_states(state)]
+    rec_params = [st["params"]["recogniser"] for st in member_states(state)]
+    self._spot = spot
+    self._recognise = lambda maps: np.mean([np.asarray(recognise(p, maps), np.float64)
+                                            for p in rec_params], axis=0)
 
   def use_recogniser_of(self, other: "Predictor") -> None:
     """Classifies intervals with `other`'s recogniser (another spotting run's)."""
@@ -267,10 +331,10 @@ class Predictor:
     self._recognise = other._recognise  # pylint: disable=protected-access
 
   def frame_probabilities(self, maps: np.ndarray) -> np.ndarray:
-    """(T, P, P, 3) maps -> (T, 3) probabilities of background, micro, macro."""
-    logits = model_lib.windowed_logits(self._spot, maps, window=int(self.config.eval_window),
-                                       context=self.context)
-    return model_lib.softmax(logits)
+    """(T, P, P, 3) maps -> (T, 3) probabilities of background, micro, macro (members' mean)."""
+    return np.mean([model_lib.softmax(model_lib.windowed_logits(
+        lambda m, p=p: self._spot(p, m), maps, window=int(self.config.eval_window),
+        context=self.context)) for p in self._spot_params], axis=0)
 
   def recognise(self, frames_grey: np.ndarray, intervals: Sequence[metrics.Interval]
                 ) -> list[dict]:
@@ -419,7 +483,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
       continue
     fold_began = time.time()
     state = train_fold(config, wd, fold, index, train_videos)
-    record = _fold_record(Predictor(config, state["params"]), held_out)
+    record = _fold_record(Predictor(config, state), held_out)
     _write_fold(wd, fold, digest, record)
     outputs.update(record)
     timing[f"fold_{fold}_s"] = round(time.time() - fold_began, 1)
@@ -497,7 +561,7 @@ def load_predictor(workdir: str, fold: str = FINAL_FOLD) -> tuple[Predictor, Any
     raise checkpoints.CheckpointError(f"fold {fold!r} of {workdir!r} has not finished training "
                                       f"(step {step} of {config.train.num_steps}); rerun the "
                                       "training command to resume it")
-  return Predictor(config, state["params"]), config
+  return Predictor(config, state), config
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
