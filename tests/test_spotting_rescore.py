@@ -76,6 +76,40 @@ def test_grid_search_scores_every_point_and_picks_the_best_earliest_on_ties():
     rescore.grid_search(run, videos, {"thresh": (0.5,)})
 
 
+def test_a_joint_grid_over_several_runs_picks_the_best_mean():
+  truths = {"s00/v00": [metrics.Interval(50, 64, "micro")],
+            "s01/v00": [metrics.Interval(20, 34, "micro")]}
+  videos = {vid: _video(vid, t) for vid, t in truths.items()}
+
+  def run_at(level, workdir):
+    folds = {}
+    for vid, ts in truths.items():
+      p = _probabilities(300, [(t.onset, t.offset, t.type) for t in ts])
+      p[p[:, 1] == 0.9, 1] = level   # this seed's spotter is this sure of the expressions
+      folds[vid.split("/")[0]] = {vid: {"probabilities": p, "intervals": []}}
+    run = _run(folds)
+    return dataclasses.replace(run, workdir=workdir, results={**run.results, "dataset": "d"})
+
+  sure, unsure = run_at(0.9, "/sure"), run_at(0.6, "/unsure")
+  grid = {"threshold": (0.7, 0.5)}
+  rows, chosen = rescore.grid_search_runs([sure, unsure], [videos, videos], grid)
+  assert [[r["overall"]["f1"] for r in row["per_run"]] for row in rows] == [[1.0, 0.0],
+                                                                           [1.0, 1.0]]
+  assert [row["mean_f1"] for row in rows] == [0.5, 1.0] and chosen["threshold"] == 0.5
+  assert [r["workdir"] for r in rows[0]["per_run"]] == ["/sure", "/unsure"]
+  # The sure run alone keeps the earlier point (a tie at F1 1).
+  assert rescore.grid_search(sure, videos, grid)[1]["threshold"] == 0.7
+  other = dataclasses.replace(unsure, results={**unsure.results, "dataset": "e"})
+  with pytest.raises(ValueError, match="a joint grid needs runs of one instance"):
+    rescore.grid_search_runs([sure, other], [videos, videos], grid)
+
+
+def test_several_workdirs_need_the_grid(tmp_path, capsys):
+  with pytest.raises(SystemExit):
+    rescore.main(["--workdir", f"{tmp_path}/a,{tmp_path}/b", "--out", str(tmp_path / "x")])
+  assert "several --workdir values need --grid" in capsys.readouterr().err
+
+
 def test_grid_lists_the_earlier_choice_first_and_holds_the_defaults():
   for name, values in rescore.GRID.items():
     assert values[0] == getattr(peaks_lib.FIRST_DEV_CHOICE, name), name

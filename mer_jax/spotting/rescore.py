@@ -3,6 +3,7 @@ r"""Re-scoring a finished LOSO spotting run with other peak parameters, no retra
   python -m mer_jax.spotting.rescore --workdir=DIR --out=FILE.json --threshold=0.6
   python -m mer_jax.spotting.rescore --workdir=DIR --out=FILE.json --peaks_from=GRID.json
   python -m mer_jax.spotting.rescore --workdir=DIR --out=GRID.json --grid      # dev runs only
+  python -m mer_jax.spotting.rescore --workdir=D1,D2,D3 --out=GRID.json --grid  # dev, 3 seeds
 
 Every LOSO fold of `mer_jax.spotting.train` stores its held-out videos'
 per-frame probabilities (`folds/<subject>/predictions.json`, rounded as
@@ -18,7 +19,9 @@ NumPy only and seconds) and picks the parameters with the highest overall F1;
 ties go to the earlier grid point (the grid lists the values chosen before it,
 `peaks.FIRST_DEV_CHOICE`, first). It is meant for a dev instance
 (`preset=cas_like_dev`): parameters chosen there are then applied to the test
-run with `--peaks_from`, so no choice is made on a test fold. Flags not given
+run with `--peaks_from`, so no choice is made on a test fold. With several
+dev workdirs (one config, other training seeds) `--grid` picks the point with
+the highest mean F1 over them and re-scores each. Flags not given
 (and fields a `--peaks_from` file lacks) keep the run's own values;
 `--drop_by_duration=true|false` sets the duration rule of `peaks.PeakParams`.
 """
@@ -185,19 +188,59 @@ def grid_search(run: FinishedRun, videos: Mapping[str, data_lib.Video],
   has the highest overall F1, the earliest on ties. Fields not in `grid` keep
   `base`'s values (default the run's own).
   """
-  base = base or run_params(run)
+  rows = [{"peaks": dataclasses.asdict(params), **_scores_row(run, videos, params)}
+          for params in _grid_points(grid, base or run_params(run))]
+  best = max(range(len(rows)), key=lambda n: (rows[n]["overall"]["f1"], -n))
+  return rows, rows[best]["peaks"]
+
+
+def grid_search_runs(runs: Sequence[FinishedRun], videos: Sequence[Mapping[str, data_lib.Video]],
+                     grid: Mapping[str, Sequence[float]] = GRID,
+                     base: Optional[peaks_lib.PeakParams] = None) -> tuple[list[dict], dict]:
+  """`grid_search` over several runs of one dev instance (other training seeds).
+
+  Each point is scored on every run (`videos[i]` are `runs[i]`'s); the chosen
+  point has the highest mean overall F1 over the runs (ties: the earliest), so
+  one seed's luck weighs less in the choice. Rows: {"peaks", "mean_f1",
+  "per_run": [{"workdir", "overall", "per_type", "macro_f1"}]}.
+
+  Raises:
+    ValueError: the runs were made with different configs or on different data.
+  """
+  first = runs[0]
+  for run in runs[1:]:
+    if run.results["dataset"] != first.results["dataset"]:
+      raise ValueError(f"{run.workdir!r} was scored on {run.results['dataset']}, "
+                       f"{first.workdir!r} on {first.results['dataset']}: a joint grid needs "
+                       "runs of one instance")
+    if run_params(run) != run_params(first):
+      raise ValueError(f"{run.workdir!r} and {first.workdir!r} have different peak "
+                       "parameters: a joint grid needs runs of one config (other seeds)")
+  rows = []
+  for params in _grid_points(grid, base or run_params(first)):
+    per_run = [{"workdir": run.workdir, **_scores_row(run, v, params)}
+               for run, v in zip(runs, videos)]
+    rows.append({"peaks": dataclasses.asdict(params), "per_run": per_run,
+                 "mean_f1": float(np.mean([r["overall"]["f1"] for r in per_run]))})
+  best = max(range(len(rows)), key=lambda n: (rows[n]["mean_f1"], -n))
+  return rows, rows[best]["peaks"]
+
+
+def _grid_points(grid: Mapping[str, Sequence[float]], base: peaks_lib.PeakParams):
+  """`base` with each combination of `grid`'s values, in `itertools.product` order."""
   unknown = sorted(set(grid) - {f.name for f in dataclasses.fields(peaks_lib.PeakParams)})
   if unknown:
     raise ValueError(f"grid fields {unknown} are not PeakParams fields")
-  rows = []
   for values in itertools.product(*grid.values()):
-    params = dataclasses.replace(base, **dict(zip(grid, values)))
-    scores = spotting_scores(run, videos, params)
-    rows.append({"peaks": dataclasses.asdict(params), "overall": scores.overall.as_dict(),
-                 "per_type": {k: c.as_dict() for k, c in scores.per_type.items()},
-                 "macro_f1": scores.macro_f1})
-  best = max(range(len(rows)), key=lambda n: (rows[n]["overall"]["f1"], -n))
-  return rows, rows[best]["peaks"]
+    yield dataclasses.replace(base, **dict(zip(grid, values)))
+
+
+def _scores_row(run: FinishedRun, videos: Mapping[str, data_lib.Video],
+                params: peaks_lib.PeakParams) -> dict:
+  scores = spotting_scores(run, videos, params)
+  return {"overall": scores.overall.as_dict(),
+          "per_type": {k: c.as_dict() for k, c in scores.per_type.items()},
+          "macro_f1": scores.macro_f1}
 
 
 def rescore(run: FinishedRun, videos: Mapping[str, data_lib.Video],
@@ -268,7 +311,10 @@ def chosen_params(base: peaks_lib.PeakParams, args: argparse.Namespace) -> peaks
 
 def build_parser(prog: str = "python -m mer_jax.spotting.rescore") -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0].strip())
-  parser.add_argument("--workdir", required=True, help="a finished LOSO spotting workdir")
+  parser.add_argument("--workdir", required=True,
+                      help="a finished LOSO spotting workdir; with --grid also several, "
+                           "comma-separated (dev runs of one config, other seeds: the point "
+                           "with the highest mean F1 is chosen, each run re-scored with it)")
   parser.add_argument("--out", required=True, help="the JSON file to write")
   parser.add_argument("--data_dir", default=None,
                       help="feature cache folder (default: the run's config.dataset.data_dir)")
@@ -286,23 +332,38 @@ def build_parser(prog: str = "python -m mer_jax.spotting.rescore") -> argparse.A
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-  args = build_parser().parse_args(argv)
+  parser = build_parser()
+  args = parser.parse_args(argv)
+  workdirs = [w for w in args.workdir.split(",") if w]
+  if len(workdirs) > 1 and not args.grid:
+    parser.error("several --workdir values need --grid (a joint choice over dev runs)")
   try:
-    run = load_run(args.workdir)
-    params = chosen_params(run_params(run), args)
-    videos = load_videos(run, args.data_dir)
+    runs = [load_run(w) for w in workdirs]
+    params = chosen_params(run_params(runs[0]), args)
+    videos = [load_videos(run, args.data_dir) for run in runs]
     out: dict = {"format": RESULTS_FORMAT}
+    if args.grid and len(runs) > 1:
+      rows, chosen = grid_search_runs(runs, videos, GRID, params)
+      rule = "highest mean overall spotting F1 over the runs; ties: the earlier grid point"
+    elif args.grid:
+      rows, chosen = grid_search(runs[0], videos[0], GRID, params)
+      rule = "highest overall spotting F1; ties: the earlier grid point"
     if args.grid:
-      rows, chosen = grid_search(run, videos, GRID, params)
-      out.update(grid={k: list(v) for k, v in GRID.items()}, rule="highest overall spotting F1;"
-                 " ties: the earlier grid point", rows=rows, chosen=chosen)
+      out.update(grid={k: list(v) for k, v in GRID.items()}, rule=rule, rows=rows,
+                 chosen=chosen)
       params = peaks_lib.PeakParams(**chosen)
-    out["results"] = rescore(run, videos, params)
+    if len(runs) == 1:
+      out["results"] = rescore(runs[0], videos[0], params)
+    else:
+      out["results_per_run"] = {run.workdir: rescore(run, v, params)
+                                for run, v in zip(runs, videos)}
   except (ValueError, FileNotFoundError, checkpoints.CheckpointError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
   workdir_lib.atomic_write_text(args.out, json.dumps(out, indent=1, sort_keys=True) + "\n")
-  print(json.dumps(_summary(out["results"]), indent=1))
+  summaries = ([out["results"]] if "results" in out else list(out["results_per_run"].values()))
+  for results in summaries:
+    print(json.dumps(_summary(results), indent=1))
   return 0
 
 
