@@ -115,7 +115,7 @@ def spotting_workdir(tmp_path_factory):
   # for the real 3-member ensemble, whose averaged curve is smoother): those of the
   # one-member spotter before the ensemble.
   config.peaks.update(dict(smooth_s=0.2, threshold=0.7, low_threshold=0.4, merge_gap_s=0.2,
-                           min_length_s=0.2))
+                           min_length_s=0.2, drop_by_duration=False))
   train.train_and_evaluate(config, str(root / "workdir"))
   return str(root / "workdir")
 

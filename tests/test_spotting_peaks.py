@@ -126,7 +126,7 @@ def test_a_dropped_candidate_no_longer_suppresses_the_other_type():
 
 def test_the_duration_rule_option():
   assert peaks.FIRST_DEV_CHOICE.drop_by_duration is True  # chosen by the first dev grid
-  assert peaks.PeakParams().drop_by_duration is False     # not for today's spotter
+  assert peaks.PeakParams().drop_by_duration is True      # chosen for today's ensemble
   assert peaks.A_PRIORI.drop_by_duration is False         # the behaviour before it
   # Configs reach PeakParams through float(): 1.0 / 0.0 are read as booleans.
   assert peaks.PeakParams(drop_by_duration=1.0).drop_by_duration is True
@@ -170,7 +170,7 @@ def test_hysteresis_keeps_a_sagging_expression_whole():
 def test_defaults_are_the_dev_choice_and_old_fields_have_their_former_behaviour():
   chosen = peaks.PeakParams()
   assert (chosen.threshold, chosen.low_threshold, chosen.merge_gap_s, chosen.smooth_s,
-          chosen.min_length_s, chosen.drop_by_duration) == (0.6, 1.0, 0.3, 0.1, 0.2, False)
+          chosen.min_length_s, chosen.drop_by_duration) == (0.5, 1.0, 0.3, 0.2, 0.2, True)
   # Each value in BEFORE_FIELD gives the behaviour from before its field existed, as the
   # a-priori parameters (which predate every added field) hold.
   for name, value in peaks.BEFORE_FIELD.items():
