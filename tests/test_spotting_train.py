@@ -212,3 +212,14 @@ def test_ensemble_member_m_trains_with_seed_plus_m():
   config = _config("/nonexistent", seed=5)
   assert train.member_config(config, 0) is config
   assert train.member_config(config, 2).train.seed == 7 and config.train.seed == 5
+
+
+def test_the_command_summary_of_a_final_model_only_run(tmp_path):
+  # train.loso=False returns no results: the command says where the model went (it used to
+  # fail with a KeyError after training).
+  text = train.summary_text({}, str(tmp_path))
+  assert "config.train.loso=False" in text and str(tmp_path / "folds" / "all") in text
+  scores = {"spotting": {"overall": {"f1": 0.5}, "macro_f1": 0.4},
+            "spot_then_recognise": {"strs": 0.3}}
+  assert json.loads(train.summary_text(scores, str(tmp_path))) == {
+      "overall": {"f1": 0.5}, "macro_f1": 0.4, "strs": 0.3}

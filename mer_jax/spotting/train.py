@@ -576,10 +576,21 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   logging.set_verbosity(logging.INFO)
   logging.use_absl_handler()
   results = train_and_evaluate(flags.FLAGS.config, flags.FLAGS.workdir)
-  print(json.dumps({"overall": results["spotting"]["overall"],
-                    "macro_f1": results["spotting"]["macro_f1"],
-                    "strs": results["spot_then_recognise"]["strs"]}, indent=1))
+  print(summary_text(results, flags.FLAGS.workdir))
   return 0
+
+
+def summary_text(results: dict, workdir: str) -> str:
+  """What the command prints: the pooled scores, or (`train.loso=False`, no LOSO results)
+  where the model `mer-jax analyze` loads was written."""
+  if not results:
+    wd = workdir_lib.Workdir(workdir)
+    return (f"trained the final model only (config.train.loso=False), no LOSO scores: "
+            f"{wd.checkpoints_dir(FINAL_FOLD)}; use it with mer-jax analyze VIDEO --out DIR "
+            f"--spotting_workdir={workdir}")
+  return json.dumps({"overall": results["spotting"]["overall"],
+                     "macro_f1": results["spotting"]["macro_f1"],
+                     "strs": results["spot_then_recognise"]["strs"]}, indent=1)
 
 
 if __name__ == "__main__":
