@@ -114,11 +114,12 @@ def wait_for_quiet(threshold: float = QUIET_LOAD, timeout_s: float = 600.0, *,
 
   Returns:
     {"load_before": the last load read, "waited_s": seconds waited, "quiet": whether the
-    load fell below `threshold` (False: the timeout passed; the figure is provisional)}.
+    load fell below `threshold` (False: the timeout passed, or `threshold` <= 0, which
+    does not wait; the figure is provisional)}.
   """
   began = clock()
   current = load()
-  while current >= threshold and clock() - began < timeout_s:
+  while 0 < threshold <= current and clock() - began < timeout_s:
     sleep(poll_s)
     current = load()
   return {"load_before": current, "waited_s": clock() - began, "quiet": current < threshold}

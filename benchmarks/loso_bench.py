@@ -66,14 +66,19 @@ def make_config(tier: str, data_dir: str, mode: str, *, folds: Sequence[str] = (
   return config
 
 
-def prepare(config) -> dict:
-  """Builds the records and the flow cache (untimed); their sizes."""
+def load_inputs(config):
+  """The clip index and flow features of `config` (records and flow cache built if missing)."""
   from mer_jax import input_pipeline  # pylint: disable=import-outside-toplevel
   from mer_jax import motion_input  # pylint: disable=import-outside-toplevel
   builder = input_pipeline.prepare_builder(input_pipeline.get_builder(config.dataset),
                                            config.dataset)
   index = input_pipeline.read_clip_index(builder, config.dataset.split)
-  features = motion_input.load_flow_features(config, index)
+  return index, motion_input.load_flow_features(config, index)
+
+
+def prepare(config) -> dict:
+  """Builds the records and the flow cache (untimed); their sizes."""
+  index, features = load_inputs(config)
   return {"clips": len(index), "subjects": len(set(index.subject_key.tolist())),
           "feature_bytes": int(features.features.nbytes)}
 
@@ -91,7 +96,7 @@ def time_run(tier: str, data_dir: str, mode: str, workdir: str, *, folds: Sequen
   command = [sys.executable, "-m", "benchmarks.loso_bench", "--_one", mode, "--tiers", tier,
              "--data_dir", data_dir, "--out", out_path, "--_workdir", workdir,
              "--folds", ",".join(folds), "--num_train_steps", str(num_train_steps)]
-  quiet = hardware.wait_for_quiet(quiet_load, quiet_timeout_s if quiet_load > 0 else 0.0)
+  quiet = hardware.wait_for_quiet(quiet_load, quiet_timeout_s)
   began = time.perf_counter()
   subprocess.run(command, env=env, check=True, stdout=subprocess.DEVNULL)
   seconds = time.perf_counter() - began

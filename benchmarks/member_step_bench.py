@@ -39,15 +39,11 @@ def run(layouts: Sequence[tuple[int, int]], *, data_dir: str, tier: str, steps: 
   import jax  # pylint: disable=import-outside-toplevel
   from benchmarks import loso_bench  # pylint: disable=import-outside-toplevel
   from mer_jax import input_pipeline  # pylint: disable=import-outside-toplevel
-  from mer_jax import motion_input  # pylint: disable=import-outside-toplevel
   config = loso_bench.make_config(tier, data_dir, "parallel")
-  builder = input_pipeline.prepare_builder(input_pipeline.get_builder(config.dataset),
-                                           config.dataset)
-  index = input_pipeline.read_clip_index(builder, config.dataset.split)
+  index, features = loso_bench.load_inputs(config)
   folds = input_pipeline.loso_folds(index, folds=config.folds,
                                     num_validation_subjects=config.num_validation_subjects,
                                     seed=config.seed)
-  features = motion_input.load_flow_features(config, index)
   for members, num_devices in layouts:
     if num_devices > jax.device_count() or members > len(folds):
       raise ValueError(f"layout {members}x{num_devices}: this process has "

@@ -259,3 +259,9 @@ def test_wait_for_quiet_gives_up_after_the_timeout_and_says_so():
   quiet = hardware.wait_for_quiet(1.0, 12.0, poll_s=5.0, load=lambda: 3.0, sleep=sleep,
                                   clock=lambda: now[0])
   assert quiet == {"load_before": 3.0, "waited_s": 15.0, "quiet": False}
+
+
+def test_wait_for_quiet_with_no_threshold_does_not_wait_and_claims_nothing():
+  quiet = hardware.wait_for_quiet(0.0, 600.0, load=lambda: 0.1, sleep=pytest.fail,
+                                  clock=lambda: 0.0)
+  assert quiet == {"load_before": 0.1, "waited_s": 0.0, "quiet": False}

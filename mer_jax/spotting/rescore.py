@@ -342,13 +342,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     params = chosen_params(run_params(runs[0]), args)
     videos = [load_videos(run, args.data_dir) for run in runs]
     out: dict = {"format": RESULTS_FORMAT}
-    if args.grid and len(runs) > 1:
-      rows, chosen = grid_search_runs(runs, videos, GRID, params)
-      rule = "highest mean overall spotting F1 over the runs; ties: the earlier grid point"
-    elif args.grid:
-      rows, chosen = grid_search(runs[0], videos[0], GRID, params)
-      rule = "highest overall spotting F1; ties: the earlier grid point"
     if args.grid:
+      if len(runs) > 1:
+        rows, chosen = grid_search_runs(runs, videos, GRID, params)
+        rule = "highest mean overall spotting F1 over the runs; ties: the earlier grid point"
+      else:
+        rows, chosen = grid_search(runs[0], videos[0], GRID, params)
+        rule = "highest overall spotting F1; ties: the earlier grid point"
       out.update(grid={k: list(v) for k, v in GRID.items()}, rule=rule, rows=rows,
                  chosen=chosen)
       params = peaks_lib.PeakParams(**chosen)

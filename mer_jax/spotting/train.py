@@ -314,8 +314,9 @@ class Predictor:
     spotter, _ = make_models(config)
     self.context = spotter.receptive_radius
     _, spot, recognise = _compiled(_model_key(config))
-    self._spot_params = [st["params"]["spotter"] for st in member_states(state)]
-    rec_params = [st["params"]["recogniser"] for st in member_states(state)]
+    members = member_states(state)
+    self._spot_params = [st["params"]["spotter"] for st in members]
+    rec_params = [st["params"]["recogniser"] for st in members]
     self._spot = spot
     self._recognise = lambda maps: np.mean([np.asarray(recognise(p, maps), np.float64)
                                             for p in rec_params], axis=0)
