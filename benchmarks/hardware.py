@@ -125,6 +125,16 @@ def wait_for_quiet(threshold: float = QUIET_LOAD, timeout_s: float = 600.0, *,
   return {"load_before": current, "waited_s": clock() - began, "quiet": current < threshold}
 
 
+def add_quiet_arguments(parser, what: str = "run") -> None:
+  """`--quiet_load` and `--quiet_timeout_s` of a benchmark command (`wait_for_quiet`)."""
+  parser.add_argument("--quiet_load", type=float, default=QUIET_LOAD,
+                      help=f"wait before each timed {what} until the 1-minute load average is "
+                           f"below this (0: do not wait; the {what}s are then marked provisional)")
+  parser.add_argument("--quiet_timeout_s", type=float, default=600.0,
+                      help=f"longest wait for a quiet machine; a {what} started above the "
+                           "threshold is marked provisional")
+
+
 def library_versions() -> dict[str, Optional[str]]:
   """Installed versions of the libraries the benchmarks compare (None if absent)."""
   versions = {}

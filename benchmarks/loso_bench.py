@@ -185,12 +185,7 @@ def main(argv: Sequence[str] | None = None) -> int:
   parser.add_argument("--data_dir", required=True, help="TFDS data dir (built if missing)")
   parser.add_argument("--folds", default="", help="smoke runs: test subjects, comma-separated")
   parser.add_argument("--num_train_steps", type=int, default=0, help="smoke runs: fewer steps")
-  parser.add_argument("--quiet_load", type=float, default=hardware.QUIET_LOAD,
-                      help="wait before each run until the 1-minute load average is below "
-                           "this (0: do not wait; the runs are then marked provisional)")
-  parser.add_argument("--quiet_timeout_s", type=float, default=600.0,
-                      help="longest wait for a quiet machine; a run started above the "
-                           "threshold is marked provisional")
+  hardware.add_quiet_arguments(parser, "run")
   parser.add_argument("--out", required=True, help="JSON output path")
   parser.add_argument("--_one", default="", help=argparse.SUPPRESS)  # Child: one timed run.
   parser.add_argument("--_workdir", default="", help=argparse.SUPPRESS)

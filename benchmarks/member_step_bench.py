@@ -6,7 +6,9 @@ r"""Time per member-step of the fold-parallel program: k members (folds) on d de
 Why the LOSO wall time (`benchmarks/loso_bench.py`) is what it is: a layout `kxd` trains a
 chunk of k members on d devices with `fold_parallel.ChunkTrainer` (the demo's motion model
 on the `default` tier, its own data, keys and schedules), and the timed span is `--steps`
-steps after a warm-up that compiles. Layouts alternate within each round. On a CPU the
+steps after a warm-up that compiles. Layouts alternate within each round, and each timed span
+first waits for a quiet machine (`hardware.wait_for_quiet`: 1-minute load below `--quiet_load`,
+at most `--quiet_timeout_s`; a span that started above it is marked `quiet: false`). On a CPU the
 figure to compare is ms per member-step: when one member's step already keeps every core
 busy (XLA's intra-op threads), two devices cannot make a member-step cheaper.
 """
@@ -34,7 +36,8 @@ def _trainer(config, folds, index, features, members: int, devices):
 
 
 def run(layouts: Sequence[tuple[int, int]], *, data_dir: str, tier: str, steps: int,
-        rounds: int) -> dict:
+        rounds: int, quiet_load: float = hardware.QUIET_LOAD,
+        quiet_timeout_s: float = 600.0) -> dict:
   """Median ms per step and per member-step of each layout (members, devices)."""
   import jax  # pylint: disable=import-outside-toplevel
   from benchmarks import loso_bench  # pylint: disable=import-outside-toplevel
@@ -55,13 +58,13 @@ def run(layouts: Sequence[tuple[int, int]], *, data_dir: str, tier: str, steps: 
     state, _ = trainer.train(trainer.place(trainer.initial), 0, 3)  # Compiles.
     trainers[(members, num_devices)], states[(members, num_devices)] = trainer, state
   times = {layout: [] for layout in layouts}
-  loads = []
+  spans = {layout: [] for layout in layouts}
   step = 3
   for r in range(rounds):
-    loads.append(os.getloadavg()[0])
     order = list(layouts) if r % 2 == 0 else list(layouts)[::-1]
     for layout in order:
       jax.block_until_ready(states[layout])
+      spans[layout].append(hardware.wait_for_quiet(quiet_load, quiet_timeout_s))
       began = time.perf_counter()
       states[layout], _ = trainers[layout].train(states[layout], step, step + steps)
       jax.block_until_ready(states[layout])
@@ -70,13 +73,16 @@ def run(layouts: Sequence[tuple[int, int]], *, data_dir: str, tier: str, steps: 
   rows = []
   for (members, num_devices), per_step in times.items():
     ms = statistics.median(per_step) * 1e3
+    waits = spans[(members, num_devices)]
     rows.append({"members": members, "devices": num_devices, "ms_per_step": ms,
                  "ms_per_member_step": ms / members, "rounds_ms_per_step":
-                 [t * 1e3 for t in per_step]})
+                 [t * 1e3 for t in per_step],
+                 "rounds_load_before": [w["load_before"] for w in waits],
+                 "quiet": all(w["quiet"] for w in waits)})
   return {"benchmark": "member_step", "date": datetime.date.today().isoformat(),
           "device": f"{jax.devices()[0].platform}, {jax.device_count()} JAX device(s)",
           "machine": hardware.machine_info(), "tier": tier, "steps_per_round": steps,
-          "load_before_rounds": loads,
+          "quiet_load": quiet_load,
           "command": " ".join([os.path.basename(sys.executable), "-m",
                                "benchmarks.member_step_bench"] + sys.argv[1:]),
           "layouts": rows}
@@ -102,16 +108,19 @@ def main(argv: Sequence[str] | None = None) -> int:
                       help="MEMBERSxDEVICES, comma-separated")
   parser.add_argument("--steps", type=int, default=100, help="timed steps per round")
   parser.add_argument("--rounds", type=int, default=3)
+  hardware.add_quiet_arguments(parser, "span")
   parser.add_argument("--out", required=True, help="JSON output path")
   args = parser.parse_args(argv)
   result = run(args.layouts, data_dir=args.data_dir, tier=args.tier, steps=args.steps,
-               rounds=args.rounds)
+               rounds=args.rounds, quiet_load=args.quiet_load,
+               quiet_timeout_s=args.quiet_timeout_s)
   os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
   with open(args.out, "w") as f:
     json.dump(result, f, indent=2)
   for row in result["layouts"]:
     print(f"{row['members']} member(s) on {row['devices']} device(s): "
-          f"{row['ms_per_step']:.2f} ms/step, {row['ms_per_member_step']:.2f} ms/member-step")
+          f"{row['ms_per_step']:.2f} ms/step, {row['ms_per_member_step']:.2f} ms/member-step"
+          f"{'' if row['quiet'] else ' (NOT quiet: provisional)'}")
   return 0
 
 

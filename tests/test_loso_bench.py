@@ -49,14 +49,15 @@ def test_member_step_bench_times_each_layout(data_dir, tmp_path):
   out = tmp_path / "member_step.json"
   assert member_step_bench.main(["--data_dir", data_dir, "--tier", "tiny", "--layouts",
                                  "1x1,2x2", "--steps", "2", "--rounds", "2",
-                                 "--out", str(out)]) == 0
+                                 "--quiet_load", "0", "--out", str(out)]) == 0
   result = json.loads(out.read_text())
   rows = {(r["members"], r["devices"]): r for r in result["layouts"]}
   assert set(rows) == {(1, 1), (2, 2)}
   for (members, _), row in rows.items():
     assert len(row["rounds_ms_per_step"]) == 2 and row["ms_per_step"] > 0
     assert row["ms_per_member_step"] == pytest.approx(row["ms_per_step"] / members)
-  assert len(result["load_before_rounds"]) == 2
+    # --quiet_load 0 does not wait, so no span counts as quiet.
+    assert len(row["rounds_load_before"]) == 2 and row["quiet"] is False
 
 
 def test_member_step_bench_refuses_bad_layouts(tmp_path):
