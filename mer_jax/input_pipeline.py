@@ -66,14 +66,17 @@ HOST_FIELDS = ("clip_id", "subject", "dataset")  # Strings kept on the host for 
 
 # The builder packages in data_builders/ (one per dataset).
 BUILDER_PACKAGES = ("synthetic_me", "casme2", "samm", "smic", "megc2019_composite", "casme3")
+# Long-video builders (mer_jax.spotting.schema, one recording per record): the spotting trainer's.
+LONG_VIDEO_PACKAGES = ("casme_sq", "samm_long", "synthetic_me_long")
 
 
 def get_builder(dataset_config: ml_collections.ConfigDict) -> tfds.core.DatasetBuilder:
   """The TFDS builder named by `config.dataset` (name, builder_config, data_dir)."""
   name = dataset_config.name
-  if name not in BUILDER_PACKAGES:
+  if name not in BUILDER_PACKAGES + LONG_VIDEO_PACKAGES:
     raise ValueError(f"config.dataset.name: unknown dataset {name!r}; mer_jax builders are "
-                     f"{list(BUILDER_PACKAGES)}")
+                     f"{list(BUILDER_PACKAGES)} (clips) and {list(LONG_VIDEO_PACKAGES)} "
+                     "(long videos, for mer_jax.spotting.train)")
   importlib.import_module(f"data_builders.{name}")  # Registers the builder with TFDS.
   full_name = f"{name}/{dataset_config.builder_config}" if dataset_config.get(
       "builder_config") else name
@@ -310,6 +313,10 @@ def read_clip_index(builder: tfds.core.DatasetBuilder, split: str = "train") -> 
     ValueError: the split (config.dataset.split) is unknown or selects no example.
     OSError: a record file is truncated or corrupt (naming it).
   """
+  if "intervals" in builder.info.features and "clip_id" not in builder.info.features:
+    raise ValueError(f"{builder.info.full_name} is a long-video (spotting) dataset, one recording "
+                     "per record, not clips: train on it with python -m mer_jax.spotting.train "
+                     "(configs/spotting.py), or recognise clips of casme2, samm, smic, ...")
   source = records(builder, split)
   rows = collections.defaultdict(list)
   for i in range(len(source)):

@@ -39,6 +39,7 @@ from typing import Any, Mapping, Optional, Sequence
 # Where the data lives and how fast it is read or logged; never what a model sees (the Grain
 # stream is the same with any number of workers or threads, tests/test_grain_pipeline.py).
 RESULT_INSENSITIVE_FIELDS = ("dataset.data_dir", "dataset.manual_dir", "dataset.build_if_missing",
+                             "dataset.features_dir",
                              "log_every_steps", "resume_mismatch", "input.num_workers",
                              "input.num_threads", "input.cache_records")
 RESULT_INSENSITIVE_PREFIXES = ("distributed.",)

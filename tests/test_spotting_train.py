@@ -57,6 +57,23 @@ def _killed_after_first_save(config, workdir, fold):
     train.checkpoints.save = real_save
 
 
+def _training_sets(config, workdir):
+  """Runs the trainer into `workdir`; returns {fold: sorted ids of the videos it trained on}."""
+  trained_on = {}
+  real_train_fold = train.train_fold
+
+  def recording_train_fold(config, wd, fold, fold_index, videos):
+    trained_on[fold] = sorted(v.video_id for v in videos)
+    return real_train_fold(config, wd, fold, fold_index, videos)
+
+  train.train_fold = recording_train_fold
+  try:
+    train.train_and_evaluate(config, str(workdir))
+  finally:
+    train.train_fold = real_train_fold
+  return trained_on
+
+
 def test_batches_depend_only_on_seed_fold_and_step():
   v = data_lib.Video("s00/v00", "s00", 30.0, np.zeros((300, 8, 8), np.uint8),
                      np.random.default_rng(0).normal(size=(300, 4, 4, 3)).astype(np.float32),
@@ -133,18 +150,7 @@ def test_extra_training_presets_join_every_fold_and_the_run_identity(tmp_path, c
   assert {v.subject for v in extra} == {"tiny_extra:s00", "tiny_extra:s01"}
   assert identities[0]["version"] == "tiny_extra"
 
-  trained_on = {}
-  real_train_fold = train.train_fold
-
-  def recording_train_fold(config, wd, fold, fold_index, videos):
-    trained_on[fold] = sorted(v.video_id for v in videos)
-    return real_train_fold(config, wd, fold, fold_index, videos)
-
-  train.train_fold = recording_train_fold
-  try:
-    train.train_and_evaluate(config, str(tmp_path / "run"))
-  finally:
-    train.train_fold = real_train_fold
+  trained_on = _training_sets(config, tmp_path / "run")
   # Each fold: the other tiny subject plus both extra videos; the held-out one never.
   assert trained_on == {"s00": ["s01/v00", "tiny_extra:s00/v00", "tiny_extra:s01/v00"],
                         "s01": ["s00/v00", "tiny_extra:s00/v00", "tiny_extra:s01/v00"]}
@@ -163,6 +169,40 @@ def test_extra_training_presets_join_every_fold_and_the_run_identity(tmp_path, c
     config.dataset.extra_train_presets = bad
     with pytest.raises(ValueError, match=message):
       train.extra_training_videos(config)
+
+
+def test_codec_copies_train_and_score_apart_and_rescore_reproduces_them(tmp_path, cache):
+  config = _config(cache, num_steps=2, checkpoint_every=2)
+  config.dataset.train_codecs = "mp4v"
+  config.eval_codecs = "mp4v"
+  trained_on = _training_sets(config, tmp_path / "run")
+  # Each fold trains on the other subject's original and its mp4v copy, never its own.
+  assert trained_on == {"s00": ["s01/v00", "s01/v00@mp4v"], "s01": ["s00/v00", "s00/v00@mp4v"]}
+  saved = json.loads((tmp_path / "run" / "results.json").read_text())
+  assert saved["num_videos"] == 2                        # the LOSO figures: originals only
+  assert set(saved["predictions"]) == {"s00/v00", "s01/v00", "s00/v00@mp4v", "s01/v00@mp4v"}
+  copies = saved["codecs"]["mp4v"]
+  assert copies["num_videos"] == 2 and copies["dataset"]["codec"] == "mp4v"
+  assert copies["spotting"]["overall"]["tp"] + copies["spotting"]["overall"]["fn"] == 6
+  assert copies["dataset"]["fingerprint"] in (tmp_path / "run" / "run_identity.json").read_text()
+  assert "| mp4v | 2 |" in (tmp_path / "run" / "results.md").read_text()
+  # Re-scoring with the run's own parameters reproduces the copies' section too; the
+  # grid's spotting-only scores leave the copies out.
+  run = rescore.load_run(str(tmp_path / "run"))
+  videos = rescore.load_videos(run)
+  again = rescore.rescore(run, videos, rescore.run_params(run))
+  assert json.loads(json.dumps(again["codecs"])) == saved["codecs"]
+  assert json.loads(json.dumps(again["spotting"])) == saved["spotting"]
+  assert rescore.spotting_scores(run, videos, rescore.run_params(run)).as_dict() == (
+      saved["spotting"])
+  # Another codec set is another run: refused, naming the field.
+  config.eval_codecs = ""
+  with pytest.raises(workdir_lib.WorkdirMismatchError, match="eval_codecs"):
+    train.train_and_evaluate(config, str(tmp_path / "run"))
+  config.dataset.train_codecs = "h265"
+  with pytest.raises(ValueError, match=r"config\.dataset\.train_codecs='h265'"):
+    train.train_and_evaluate(config, str(tmp_path / "other"))
+  assert not (tmp_path / "other").exists()               # refused before the workdir is made
 
 
 def _fold_probabilities(workdir):

@@ -1,7 +1,10 @@
 """Long videos with their spotting features and true intervals, computed once and cached.
 
-`load_synthetic(preset, cache_dir, ...)` renders the `synthetic_me_long`
-videos of a `mer_jax.synthetic_long` preset (directly, no TFDS), computes
+`load_records(config.dataset, cache_dir, ...)` reads the videos of a long-video
+TFDS builder (`casme_sq`, `samm_long`, `synthetic_me_long`; records by index,
+no TensorFlow) and `load_synthetic(preset, cache_dir, ...)` renders the
+`synthetic_me_long` videos of a `mer_jax.synthetic_long` preset (directly, no
+TFDS). Either computes
 each video's per-frame motion maps (`features.motion_features`), per-frame
 targets (`features.frame_labels`) and the recognition maps of its true
 intervals (onset -> apex, plus jittered pairs for training), and caches all
@@ -10,7 +13,10 @@ of it in
     <cache_dir>/synthetic_me_long/<preset>/<key>/spotting.npz, manifest.json
 
 where `key` hashes everything the numbers depend on (the generator config,
-frame size, pair distance rule, pooling, TV-L1 parameters, this format). An
+frame size, pair distance rule, pooling, TV-L1 parameters, this format; for a
+codec copy also the codec and the OpenCV build). With `FeatureSettings.codec`
+set, every video first goes through that lossy codec (`codecs.roundtrip`) and
+its id gains "@<codec>" (same subject, same truths). An
 existing folder is reused without recomputation; it is written atomically
 (a temporary folder renamed into place), so a killed run never leaves half a
 cache.
@@ -31,6 +37,7 @@ from absl import logging
 import numpy as np
 
 from mer_jax import schema as clip_schema
+from mer_jax.spotting import codecs
 from mer_jax.spotting import features as features_lib
 from mer_jax.spotting import metrics
 
@@ -71,20 +78,29 @@ class Video:
 
 @dataclasses.dataclass(frozen=True)
 class FeatureSettings:
-  """What the cached features depend on besides the videos."""
+  """What the cached features depend on besides the videos.
+
+  `codec`: "" the rendered (lossless) frames; a `codecs.CODECS` name: the frames as
+  that codec returns them.
+  """
   size: int = 64
   pool: int = 8
   recognition_pool: int = 4
   micro_mean_s: float = 0.35
+  codec: str = ""
 
   def k(self, fps: float) -> int:
     return features_lib.frame_offset(fps, self.micro_mean_s)
 
 
 def _cache_key(generator: dict, settings: FeatureSettings) -> dict:
-  return {"format_version": FORMAT_VERSION, "generator": generator,
-          "settings": dataclasses.asdict(settings), "tvl1": features_lib.SPOTTING_TVL1.as_dict(),
-          "jitter": list(JITTER)}
+  fields = dataclasses.asdict(settings)
+  codec = fields.pop("codec")
+  key = {"format_version": FORMAT_VERSION, "generator": generator, "settings": fields,
+         "tvl1": features_lib.SPOTTING_TVL1.as_dict(), "jitter": list(JITTER)}
+  if codec:  # originals keep the keys (and run fingerprints) they had before codecs existed
+    key["codec"] = {"name": codec, **codecs.identity()}
+  return key
 
 
 def dataset_fingerprint(preset: str, settings: FeatureSettings) -> str:
@@ -136,7 +152,11 @@ def _render_all(preset: str, settings: FeatureSettings) -> list[Video]:
   videos = []
   start = time.time()
   for video_id, example in synthetic_long.generate_dataset(config):
-    grey = features_lib.grey_frames(example["frames"], settings.size)
+    frames = example["frames"]
+    if settings.codec:
+      frames = codecs.roundtrip(frames, example["fps"], settings.codec)
+      video_id = codecs.copy_id(video_id, settings.codec)
+    grey = features_lib.grey_frames(frames, settings.size)
     truths = [metrics.Interval(onset=int(i["onset"]), offset=int(i["offset"]), type=i["type"],
                                apex=int(i["apex"]), label=clip_schema.CLASS_NAMES[i["label"]])
               for i in example["intervals"]]
@@ -168,24 +188,14 @@ def _from_arrays(data, manifest: dict) -> list[Video]:
   return videos
 
 
-def load_synthetic(preset: str, cache_dir: Optional[str], settings: FeatureSettings
-                   ) -> tuple[list[Video], dict]:
-  """The videos of a `synthetic_long.PRESETS` entry with their features (module docstring).
+def _cached(folder: Optional[str], key: dict, compute) -> list[Video]:
+  """The videos cached in `folder` (spotting.npz + manifest.json), or `compute()`d and cached.
 
-  Returns:
-    (videos in generator order, dataset identity {"name", "version", "split",
-    "fingerprint"}).
+  The folder is written atomically (a temporary folder renamed into place), so a killed
+  run never leaves half a cache; None: no cache.
   """
-  from mer_jax import synthetic_long  # pylint: disable=import-outside-toplevel
-  generator = dataclasses.asdict(_preset(synthetic_long, preset))
-  key = _cache_key(generator, settings)
-  digest = dataset_fingerprint(preset, settings)
-  identity = {"name": synthetic_long.DATASET_NAME, "version": preset, "split": "all",
-              "fingerprint": digest}
-  if not cache_dir:
-    return _render_all(preset, settings), identity
-  folder = os.path.join(os.path.expanduser(cache_dir), synthetic_long.DATASET_NAME, preset,
-                        digest)
+  if folder is None:
+    return compute()
   npz, manifest_file = os.path.join(folder, "spotting.npz"), os.path.join(folder, "manifest.json")
   if os.path.isfile(npz) and os.path.isfile(manifest_file):
     with open(manifest_file) as f:
@@ -193,8 +203,8 @@ def load_synthetic(preset: str, cache_dir: Optional[str], settings: FeatureSetti
     with np.load(npz) as data:
       videos = _from_arrays({k: data[k] for k in data.files}, manifest)
     logging.info("spotting features: loaded %d videos from %s", len(videos), folder)
-    return videos, identity
-  videos = _render_all(preset, settings)
+    return videos
+  videos = compute()
   arrays, manifest = _to_arrays(videos)
   manifest["key"] = key
   parent = os.path.dirname(folder)
@@ -212,4 +222,104 @@ def load_synthetic(preset: str, cache_dir: Optional[str], settings: FeatureSetti
   finally:
     shutil.rmtree(tmp, ignore_errors=True)
   logging.info("spotting features: cached %d videos in %s", len(videos), folder)
-  return videos, identity
+  return videos
+
+
+def load_synthetic(preset: str, cache_dir: Optional[str], settings: FeatureSettings
+                   ) -> tuple[list[Video], dict]:
+  """The videos of a `synthetic_long.PRESETS` entry with their features (module docstring).
+
+  Returns:
+    (videos in generator order, dataset identity {"name", "version", "split",
+    "fingerprint"}).
+  """
+  from mer_jax import synthetic_long  # pylint: disable=import-outside-toplevel
+  generator = dataclasses.asdict(_preset(synthetic_long, preset))
+  key = _cache_key(generator, settings)
+  digest = dataset_fingerprint(preset, settings)
+  identity = {"name": synthetic_long.DATASET_NAME, "version": preset, "split": "all",
+              "fingerprint": digest}
+  if settings.codec:
+    identity["codec"] = settings.codec
+  folder = None
+  if cache_dir:
+    folder = os.path.join(os.path.expanduser(cache_dir), synthetic_long.DATASET_NAME,
+                          preset + (codecs.SEPARATOR + settings.codec if settings.codec else ""),
+                          digest)
+  return _cached(folder, key, lambda: _render_all(preset, settings)), identity
+
+
+# ----------------------------------------------------------------------------
+# Long-video TFDS builders (CAS(ME)^2, SAMM long videos): records read without TensorFlow.
+
+# Frames decoded (and passed through a codec) per step, so a long recording is never held
+# whole at full size: 512 frames of 128 x 170 RGB are 33 MB.
+CHUNK_FRAMES = 512
+
+
+def _record_video(record: dict, settings: FeatureSettings) -> Video:
+  """One long-video record (`mer_jax.spotting.schema`, frames still encoded) -> a `Video`."""
+  from mer_jax import input_pipeline  # pylint: disable=import-outside-toplevel
+  from mer_jax.spotting import schema as long_schema  # pylint: disable=import-outside-toplevel
+  video_id = _text(record["video_id"])
+  encoded, fps = record["frames"], float(record["fps"])
+  grey = []
+  for start in range(0, len(encoded), CHUNK_FRAMES):
+    indices = range(start, min(len(encoded), start + CHUNK_FRAMES))
+    frames = input_pipeline.decode_frames(encoded, indices, where=f"video {video_id}")
+    if settings.codec:
+      frames = codecs.roundtrip(frames, fps, settings.codec)
+    grey.append(features_lib.grey_frames(frames, settings.size))
+  if settings.codec:
+    video_id = codecs.copy_id(video_id, settings.codec)
+  truths = long_schema.record_intervals(record)
+  return video_from_frames(video_id, _text(record["subject"]), fps, np.concatenate(grey), truths,
+                           settings)
+
+
+def _text(value) -> str:
+  return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def load_records(dataset_config, cache_dir: Optional[str], settings: FeatureSettings
+                 ) -> tuple[list[Video], dict]:
+  """The videos of a long-video TFDS builder (`config.dataset`: name, builder_config,
+  data_dir, manual_dir, split, build_if_missing) with their features.
+
+  The records are built if missing (as the recognition trainer builds clip
+  datasets) and read by index without TensorFlow; each video is decoded in
+  chunks of `CHUNK_FRAMES` frames (with a codec, each chunk goes through it
+  alone). Features are cached in `<cache_dir>/<name>/<builder config>[@codec]/<key>`,
+  where the key hashes the records' identity (`input_pipeline.dataset_identity`)
+  and the feature settings.
+
+  Returns:
+    (videos in record order, dataset identity: the records' {"name" (e.g.
+    "casme_sq/raw_128"), "version", "split", "fingerprint"} plus "features" (the
+    cache key's hash) and, for a codec copy, "codec").
+  """
+  from mer_jax import input_pipeline  # pylint: disable=import-outside-toplevel
+  builder = input_pipeline.prepare_builder(input_pipeline.get_builder(dataset_config),
+                                           dataset_config)
+  split = str(dataset_config.get("split") or "train")
+  records_identity = input_pipeline.dataset_identity(builder, split)
+  key = _cache_key({"records": records_identity}, settings)
+  digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=list).encode()).hexdigest()[:16]
+  identity = {**records_identity, "features": digest}
+  if settings.codec:
+    identity["codec"] = settings.codec
+  folder = None
+  if cache_dir:  # records_identity["name"] is "<builder>/<config>", e.g. casme_sq/raw_128
+    folder = os.path.join(os.path.expanduser(cache_dir), records_identity["name"]
+                          + (codecs.SEPARATOR + settings.codec if settings.codec else ""), digest)
+
+  def compute() -> list[Video]:
+    source = input_pipeline.records(builder, split)
+    videos, start = [], time.time()
+    for i in range(len(source)):
+      videos.append(_record_video(source[i], settings))
+      logging.info("spotting features: %s (%d frames) done, %.0f s", videos[-1].video_id,
+                   len(videos[-1].frames), time.time() - start)
+    return videos
+
+  return _cached(folder, key, compute), identity

@@ -114,7 +114,7 @@ def motion_features(frames: np.ndarray, k: int, *, pool: int = 8, batch_size: in
     k: pair distance in frames (`frame_offset`).
     pool: block size of the average pooling; S must be a multiple.
     batch_size: pairs per jitted call (every batch is padded to it, so one
-      shape compiles once).
+      shape compiles once; fewer pairs pad to the power of two above their count).
     params: TV-L1 parameters.
 
   Returns:
@@ -130,7 +130,9 @@ def motion_features(frames: np.ndarray, k: int, *, pool: int = 8, batch_size: in
 def _batched(frames, first, second, pool, batch_size, params) -> np.ndarray:
   count, size = len(first), frames.shape[1]
   out = np.empty((count, size // pool, size // pool, len(CHANNELS)), np.float32)
-  shape = batch_size  # one batch shape per setting: one compile
+  # One batch shape per setting (one compile): batch_size, or for fewer pairs the power of
+  # two above their count, so a short clip does not pay for hundreds of padding pairs.
+  shape = min(batch_size, 1 << max(0, count - 1).bit_length())
   for start in range(0, count, shape):
     idx = np.arange(start, min(count, start + shape))
     pad = np.zeros((shape - len(idx), size, size), np.float32)

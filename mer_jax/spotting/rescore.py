@@ -41,6 +41,7 @@ import numpy as np
 
 from mer_jax import checkpoints
 from mer_jax import workdir as workdir_lib
+from mer_jax.spotting import codecs
 from mer_jax.spotting import data as data_lib
 from mer_jax.spotting import metrics
 from mer_jax.spotting import peaks as peaks_lib
@@ -139,24 +140,36 @@ def load_run(workdir: str) -> FinishedRun:
 
 
 def load_videos(run: FinishedRun, data_dir: Optional[str] = None) -> dict[str, data_lib.Video]:
-  """The run's videos (truths, frames) from the feature cache (`data_dir`, default the run's).
+  """The run's videos (truths, frames) from the feature cache (`data_dir`, default the run's:
+  `train.feature_cache_dir`), with the codec copies it scored.
 
   Raises:
     NotAFinishedRunError: the videos are not those the run was scored on.
   """
-  cache = data_dir if data_dir is not None else (run.config.dataset.data_dir or None)
-  videos, dataset = data_lib.load_synthetic(str(run.config.dataset.preset), cache,
-                                            train.feature_settings(run.config))
+  config = ml_collections.ConfigDict(run.config.to_dict())
+  if data_dir is not None:
+    config.dataset["data_dir" if train.is_synthetic(config) else "features_dir"] = data_dir
+  source = (f"preset {config.dataset.preset!r}" if train.is_synthetic(config)
+            else f"dataset {config.dataset.name!r}")
+  videos, dataset = train.dataset_videos(config)
   if dataset != run.results["dataset"]:
     raise NotAFinishedRunError(
-        f"{run.workdir!r} was scored on dataset {run.results['dataset']}, the preset "
-        f"{run.config.dataset.preset!r} now gives {dataset} (the generator or the feature "
-        "settings changed since): its stored predictions do not belong to these videos")
+        f"{run.workdir!r} was scored on dataset {run.results['dataset']}, {source} now gives "
+        f"{dataset} (the generator, the records or the feature settings changed since): its "
+        "stored predictions do not belong to these videos")
   by_id = {v.video_id: v for v in videos}
+  copies, copy_datasets = train.codec_copies(config, train.eval_codecs(config))
+  for codec, identity in copy_datasets.items():
+    stored = run.results.get("codecs", {}).get(codec, {}).get("dataset")
+    if identity != stored:
+      raise NotAFinishedRunError(
+          f"{run.workdir!r} scored its {codec} copies on dataset {stored}, they now give "
+          f"{identity} (the codec build or the feature settings changed since)")
+  by_id.update({v.video_id: v for v in copies})
   missing = sorted({vid for fold in run.folds.values() for vid in fold} - set(by_id))
   if missing:
     raise NotAFinishedRunError(f"{run.workdir!r} holds predictions of videos {missing} that "
-                               f"preset {run.config.dataset.preset!r} does not have")
+                               f"{source} does not have")
   return by_id
 
 
@@ -169,10 +182,13 @@ def run_params(run: FinishedRun) -> peaks_lib.PeakParams:
 
 def spotting_scores(run: FinishedRun, videos: Mapping[str, data_lib.Video],
                     params: peaks_lib.PeakParams) -> metrics.SpottingResult:
-  """Pooled spotting P/R/F1 (by type and overall) with `params`; no recognition needed."""
+  """Pooled spotting P/R/F1 (by type and overall) of the lossless originals with `params`
+  (codec copies are left out); no recognition needed."""
   truths, predicted = {}, {}
   for fold in run.folds.values():
     for video_id, record in fold.items():
+      if codecs.codec_of(video_id):
+        continue  # peak parameters are chosen on the lossless originals
       v = videos[video_id]
       truths[video_id] = v.truths
       predicted[video_id] = peaks_lib.find_intervals(record["probabilities"], v.fps, params)
@@ -258,8 +274,10 @@ def rescore(run: FinishedRun, videos: Mapping[str, data_lib.Video],
       outputs[video_id] = {"intervals": predictor.intervals(record["probabilities"], v.grey(),
                                                             v.fps, params)}
   every = [videos[vid] for fold in run.folds.values() for vid in fold]
+  copy_datasets = {c: r.get("dataset") for c, r in run.results.get("codecs", {}).items()}
   results = train.loso_results(run.config, run.results["dataset"], every, outputs,
-                               dataclasses.asdict(params), run.results["run_identity"])
+                               dataclasses.asdict(params), run.results["run_identity"],
+                               copy_datasets)
   results["rescored_from"] = {"workdir": os.path.abspath(run.workdir),
                               "run_peaks": dataclasses.asdict(run_params(run))}
   return results
@@ -269,7 +287,11 @@ def _summary(results: dict) -> dict:
   return {"peaks": results["peaks"], "overall": results["spotting"]["overall"],
           "per_type": {k: {m: c[m] for m in ("tp", "fp", "fn", "f1")}
                        for k, c in results["spotting"]["per_type"].items()},
-          "strs": results["spot_then_recognise"]["strs"]}
+          "strs": results["spot_then_recognise"]["strs"],
+          **({"codecs": {c: {"f1": r["spotting"]["overall"]["f1"],
+                             "strs": r["spot_then_recognise"]["strs"]}
+                         for c, r in results["codecs"].items()}}
+             if results.get("codecs") else {})}
 
 
 def _boolean(text: str) -> bool:

@@ -20,6 +20,13 @@ trained on every subject, the model `mer-jax analyze` loads):
    and its class recognised from its onset->apex maps (the members' class
    probabilities averaged).
 
+Codecs (`codecs`): with `config.dataset.train_codecs` the training videos
+(the fold's and the extra presets') also enter in copies passed through each
+lossy codec, so the spotter sees compression artefacts as non-motion; with
+`config.eval_codecs` each fold also scores its held-out videos' codec copies,
+and results.json adds a "codecs" section per codec. The LOSO figures
+("spotting", "spot_then_recognise") stay those of the lossless originals.
+
 Workdir conventions are the recognition trainer's (`mer_jax.workdir`): the
 run identity (config fields that change results + the dataset fingerprint)
 refuses a changed config before any compute; Orbax checkpoints per fold
@@ -48,6 +55,7 @@ import optax
 from mer_jax import checkpoints
 from mer_jax import schema as clip_schema
 from mer_jax import workdir as workdir_lib
+from mer_jax.spotting import codecs
 from mer_jax.spotting import data as data_lib
 from mer_jax.spotting import features as features_lib
 from mer_jax.spotting import metrics
@@ -74,11 +82,70 @@ def peak_params(config) -> peaks_lib.PeakParams:
   return peaks_lib.PeakParams(**before, **given)
 
 
-def extra_training_videos(config) -> tuple[list[data_lib.Video], list[dict]]:
+def train_codecs(config) -> tuple[str, ...]:
+  """`config.dataset.train_codecs`: the codecs whose copies of training videos join training."""
+  return codecs.parse(config.dataset.get("train_codecs", ""), "config.dataset.train_codecs")
+
+
+def eval_codecs(config) -> tuple[str, ...]:
+  """`config.eval_codecs`: the codecs whose copies of held-out videos are also scored."""
+  return codecs.parse(config.get("eval_codecs", ""), "config.eval_codecs")
+
+
+def is_synthetic(config) -> bool:
+  """Whether `config.dataset` names a `synthetic_long` preset (rendered, no TFDS)."""
+  return config.dataset.name == "synthetic_me_long" and bool(config.dataset.get("preset"))
+
+
+def feature_cache_dir(config) -> Optional[str]:
+  """Where features are cached: `config.dataset.data_dir` for a synthetic preset (its only
+  storage), `config.dataset.features_dir` for a TFDS builder (data_dir holds its records)."""
+  if is_synthetic(config):
+    return config.dataset.data_dir or None
+  return config.dataset.get("features_dir") or None
+
+
+def dataset_videos(config, codec: str = "") -> tuple[list[data_lib.Video], dict]:
+  """The run's videos with their features (through `codec` when given) and dataset identity.
+
+  A synthetic preset is rendered (`data_lib.load_synthetic`); `casme_sq`,
+  `samm_long` (or `synthetic_me_long` without a preset) are read from their TFDS
+  records, built from `config.dataset.manual_dir` if missing (`data_lib.load_records`).
+
+  Raises:
+    ValueError: `config.dataset.name` is no long-video dataset.
+  """
+  settings = dataclasses.replace(feature_settings(config), codec=codec)
+  if is_synthetic(config):
+    return data_lib.load_synthetic(str(config.dataset.preset), feature_cache_dir(config),
+                                   settings)
+  from mer_jax import input_pipeline  # pylint: disable=import-outside-toplevel
+  if config.dataset.name not in input_pipeline.LONG_VIDEO_PACKAGES:
+    raise ValueError(f"config.dataset.name={config.dataset.name!r}: the spotting trainer reads "
+                     f"long-video datasets {list(input_pipeline.LONG_VIDEO_PACKAGES)} (clip "
+                     "datasets are for python -m mer_jax.main)")
+  return data_lib.load_records(config.dataset, feature_cache_dir(config), settings)
+
+
+def codec_copies(config, names: Sequence[str]) -> tuple[list[data_lib.Video], dict[str, dict]]:
+  """The run's videos through each codec of `names` (ids "<id>@<codec>").
+
+  Returns (videos, {codec: dataset identity}).
+  """
+  videos, identities = [], {}
+  for codec in names:
+    found, identities[codec] = dataset_videos(config, codec)
+    videos += found
+  return videos, identities
+
+
+def extra_training_videos(config, codec_names: Sequence[str] = ()
+                          ) -> tuple[list[data_lib.Video], list[dict]]:
   """The videos of `config.dataset.extra_train_presets`, renamed "<preset>:<video id>".
 
-  They join every fold's training set and are never scored. Returns (videos, their
-  dataset identities, which go into the run identity).
+  They join every fold's training set and are never scored; with `codec_names`
+  their copies through those codecs too. Returns (videos, their dataset
+  identities, which go into the run identity).
 
   Raises:
     ValueError: a name that is no preset, the run's own preset, or one named twice.
@@ -90,17 +157,23 @@ def extra_training_videos(config) -> tuple[list[data_lib.Video], list[dict]]:
     if name not in synthetic_long.PRESETS:
       raise ValueError(f"config.dataset.extra_train_presets: {name!r} is not a "
                        f"synthetic_me_long preset (one of {sorted(synthetic_long.PRESETS)})")
-  if str(config.dataset.preset) in names or len(set(names)) != len(names):
+  if str(config.dataset.get("preset") or "") in names or len(set(names)) != len(names):
     raise ValueError(f"config.dataset.extra_train_presets={config.dataset.extra_train_presets!r}"
                      f": names the run's own preset {config.dataset.preset!r} or one preset "
                      "twice; its videos would be both trained on and scored, or counted twice")
   videos, identities = [], []
   for name in names:
-    found, identity = data_lib.load_synthetic(name, config.dataset.data_dir or None,
+    found, identity = data_lib.load_synthetic(name, feature_cache_dir(config),
                                               feature_settings(config))
+    copy_identities = {}
+    for codec in codec_names:
+      copies, copy_identities[codec] = data_lib.load_synthetic(
+          name, feature_cache_dir(config),
+          dataclasses.replace(feature_settings(config), codec=codec))
+      found = found + copies
     videos += [dataclasses.replace(v, video_id=f"{name}:{v.video_id}",
                                    subject=f"{name}:{v.subject}") for v in found]
-    identities.append(identity)
+    identities.append({**identity, "codecs": copy_identities} if copy_identities else identity)
   return videos, identities
 
 
@@ -440,28 +513,39 @@ def results_markdown(results: dict) -> str:
             f"F1_spot {strs['spotting']['f1']:.3f}, F1_analysis {a['f1']:.3f} (UF1 {a['uf1']:.3f}, "
             f"UAR {a['uar']:.3f} on {strs['num_spotted_pairs']} spotted intervals), "
             f"STRS {strs['strs']:.3f}", ""]
+  if results.get("codecs"):
+    lines += ["The held-out videos through lossy codecs (mer_jax.spotting.codecs):", "",
+              "| codec | videos | TP | FP | FN | F1 | STRS |", "|---|---|---|---|---|---|---|"]
+    for codec, r in results["codecs"].items():
+      c = r["spotting"]["overall"]
+      lines.append(f"| {codec} | {r['num_videos']} | {c['tp']} | {c['fp']} | {c['fn']} | "
+                   f"{c['f1']:.3f} | {r['spot_then_recognise']['strs']:.3f} |")
+    lines.append("")
   return "\n".join(lines)
 
 
 def train_and_evaluate(config, workdir: str) -> dict:
   """LOSO training and evaluation (module docstring); returns and writes results.json."""
+  trained_codecs, scored_codecs = train_codecs(config), eval_codecs(config)  # checked first
+  if not config.train.loso:
+    scored_codecs = ()  # only fold "all", which scores nothing
   wd = workdir_lib.Workdir(workdir)
   identity = workdir_lib.config_identity(config)
   on_mismatch = str(config.resume_mismatch)
   wd.claim(identity, on_mismatch=on_mismatch)
   wd.write_config(config)
-  if config.dataset.name != "synthetic_me_long":
-    raise ValueError(f"config.dataset.name: only 'synthetic_me_long' is supported by the "
-                     f"spotting trainer so far, got {config.dataset.name!r}")
   began = time.time()
-  videos, dataset = data_lib.load_synthetic(str(config.dataset.preset),
-                                            config.dataset.data_dir or None,
-                                            feature_settings(config))
-  extra_videos, extra_datasets = extra_training_videos(config)
-  identity = workdir_lib.RunIdentity(
-      config=identity.config,
-      dataset={**dataset, "extra_train": extra_datasets} if extra_datasets else dataset,
-      package_version=identity.package_version)
+  videos, dataset = dataset_videos(config)
+  extra_videos, extra_datasets = extra_training_videos(config, trained_codecs)
+  copies, copy_datasets = codec_copies(
+      config, [c for c in codecs.CODECS if c in trained_codecs or c in scored_codecs])
+  run_dataset = dict(dataset)
+  if extra_datasets:
+    run_dataset["extra_train"] = extra_datasets
+  if copy_datasets:
+    run_dataset["codecs"] = copy_datasets
+  identity = workdir_lib.RunIdentity(config=identity.config, dataset=run_dataset,
+                                     package_version=identity.package_version)
   wd.claim(identity, on_mismatch=on_mismatch)
   digest = identity.digest
   timing = {"features_s": round(time.time() - began, 1)}
@@ -474,8 +558,10 @@ def train_and_evaluate(config, workdir: str) -> dict:
     folds.append((FINAL_FOLD, len(subjects)))
   outputs = {}
   for fold, index in folds:
-    held_out = [v for v in videos if v.subject == fold]
-    train_videos = [v for v in videos if v.subject != fold] + extra_videos
+    held_out = [v for v in videos if v.subject == fold] + [
+        v for v in copies if v.subject == fold and codecs.codec_of(v.video_id) in scored_codecs]
+    train_videos = [v for v in videos if v.subject != fold] + extra_videos + [
+        v for v in copies if v.subject != fold and codecs.codec_of(v.video_id) in trained_codecs]
     done = _read_fold(wd, fold, digest, [v.video_id for v in held_out])
     if done is not None:
       logging.info("fold %s: done earlier, predictions read from %s", fold,
@@ -496,7 +582,9 @@ def train_and_evaluate(config, workdir: str) -> dict:
     wd.write_json(wd.timing_json, timing)
     logging.info("trained the final model only (config.train.loso=False): no LOSO results")
     return {}
-  results = loso_results(config, dataset, videos, outputs, config.peaks.to_dict(), digest)
+  scored_copies = [v for v in copies if codecs.codec_of(v.video_id) in scored_codecs]
+  results = loso_results(config, dataset, videos + scored_copies, outputs,
+                         config.peaks.to_dict(), digest, copy_datasets)
   wd.write_json(wd.results_json, results)
   wd.write_text(wd.results_md, results_markdown(results))
   timing["total_s"] = round(time.time() - began, 1)
@@ -509,28 +597,52 @@ def train_and_evaluate(config, workdir: str) -> dict:
   return results
 
 
+def _pooled_scores(videos: Sequence[data_lib.Video], outputs: dict) -> tuple:
+  truths = {v.video_id: v.truths for v in videos}
+  predicted = predictions_as_intervals({v.video_id: outputs[v.video_id] for v in videos})
+  spotting = metrics.evaluate_spotting(truths, predicted)
+  strs = metrics.evaluate_spot_then_recognise(truths, predicted,
+                                              classes=clip_schema.CLASS_NAMES)
+  return spotting, strs
+
+
 def loso_results(config, dataset: dict, videos: Sequence[data_lib.Video], outputs: dict,
-                 peaks: dict, digest: str) -> dict:
+                 peaks: dict, digest: str, copy_datasets: Optional[dict] = None) -> dict:
   """The results.json content: pooled scores of the held-out `outputs` against the truths.
 
   Args:
     config: the run's config (for the pair distance rule).
-    dataset: the dataset identity of `data_lib.load_synthetic`.
-    videos: every video of the run (truths, fps, subjects).
+    dataset: the dataset identity of `data_lib.load_synthetic` (the originals).
+    videos: every scored video of the run (truths, fps, subjects): the originals
+      and any codec copies ("<id>@<codec>").
     outputs: {video_id: {"intervals": [dict]}} of every held-out video.
     peaks: the peak parameters the intervals were found with (a dict).
     digest: the run identity's digest.
+    copy_datasets: {codec: dataset identity} of the copies (`codec_copies`).
+
+  Returns:
+    "spotting" and "spot_then_recognise" pool the originals; "codecs" (when
+    copies were scored) holds the same two for each codec's copies.
   """
-  truths = {v.video_id: v.truths for v in videos}
-  predicted = predictions_as_intervals(outputs)
-  spotting = metrics.evaluate_spotting(truths, predicted)
-  strs = metrics.evaluate_spot_then_recognise(truths, predicted,
-                                              classes=clip_schema.CLASS_NAMES)
+  by_codec: dict[str, list] = {}
+  for v in videos:
+    by_codec.setdefault(codecs.codec_of(v.video_id), []).append(v)
+  originals = by_codec.pop("", [])
+  spotting, strs = _pooled_scores(originals, outputs)
   k = {str(fps): features_lib.frame_offset(fps, float(config.features.micro_mean_s))
        for fps in sorted({v.fps for v in videos})}
-  return {"dataset": dataset, "num_folds": len({v.subject for v in videos}),
-          "num_videos": len(videos), "pair_distance_k": k, "peaks": dict(peaks),
-          "spotting": spotting.as_dict(), "spot_then_recognise": strs.as_dict(),
+  extra = {}
+  if by_codec:
+    extra["codecs"] = {}
+    for codec, copies in sorted(by_codec.items()):
+      copy_spotting, copy_strs = _pooled_scores(copies, outputs)
+      extra["codecs"][codec] = {"dataset": (copy_datasets or {}).get(codec),
+                                "num_videos": len(copies),
+                                "spotting": copy_spotting.as_dict(),
+                                "spot_then_recognise": copy_strs.as_dict()}
+  return {"dataset": dataset, "num_folds": len({v.subject for v in originals}),
+          "num_videos": len(originals), "pair_distance_k": k, "peaks": dict(peaks),
+          "spotting": spotting.as_dict(), "spot_then_recognise": strs.as_dict(), **extra,
           "predictions": {vid: [{key: i[key] for key in ("onset", "apex", "offset", "type",
                                                           "class", "score")}
                                 for i in rec["intervals"]]
@@ -589,9 +701,13 @@ def summary_text(results: dict, workdir: str) -> str:
     return (f"trained the final model only (config.train.loso=False), no LOSO scores: "
             f"{wd.checkpoints_dir(FINAL_FOLD)}; use it with mer-jax analyze VIDEO --out DIR "
             f"--spotting_workdir={workdir}")
-  return json.dumps({"overall": results["spotting"]["overall"],
-                     "macro_f1": results["spotting"]["macro_f1"],
-                     "strs": results["spot_then_recognise"]["strs"]}, indent=1)
+  summary = {"overall": results["spotting"]["overall"],
+             "macro_f1": results["spotting"]["macro_f1"],
+             "strs": results["spot_then_recognise"]["strs"]}
+  for codec, r in results.get("codecs", {}).items():
+    summary[f"{codec} copies"] = {"f1": r["spotting"]["overall"]["f1"],
+                                  "strs": r["spot_then_recognise"]["strs"]}
+  return json.dumps(summary, indent=1)
 
 
 if __name__ == "__main__":
