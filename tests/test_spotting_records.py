@@ -23,6 +23,7 @@ def _config(release, tmp_path):
   config = spotting_config.get_config("dataset=casme_sq,tiny,final=false")
   config.dataset.manual_dir, config.dataset.data_dir = release
   config.dataset.features_dir = str(tmp_path / "features")
+  config.features.size = 32  # small frames: the test is about reading records, not accuracy
   config.train.num_steps = 2
   config.train.checkpoint_every = 2
   config.peaks.threshold = 0.5

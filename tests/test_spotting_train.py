@@ -142,49 +142,34 @@ def test_loso_run_writes_results_refuses_another_config_and_resumes_identically(
 
 
 @pytest.mark.slow
-def test_extra_training_presets_join_every_fold_and_the_run_identity(tmp_path, cache):
+def test_extra_presets_and_codec_copies_join_training_and_copies_are_scored_apart(tmp_path,
+                                                                                  cache):
+  # One run checks both ways of adding training videos (a run costs most of a test's time).
   config = _config(cache, num_steps=2, checkpoint_every=2)
   config.dataset.extra_train_presets = "tiny_extra"
+  config.dataset.train_codecs = "mp4v"
+  config.eval_codecs = "mp4v"
   extra, identities = train.extra_training_videos(config)
   assert [v.video_id for v in extra] == ["tiny_extra:s00/v00", "tiny_extra:s01/v00"]
   assert {v.subject for v in extra} == {"tiny_extra:s00", "tiny_extra:s01"}
   assert identities[0]["version"] == "tiny_extra"
 
   trained_on = _training_sets(config, tmp_path / "run")
-  # Each fold: the other tiny subject plus both extra videos; the held-out one never.
-  assert trained_on == {"s00": ["s01/v00", "tiny_extra:s00/v00", "tiny_extra:s01/v00"],
-                        "s01": ["s00/v00", "tiny_extra:s00/v00", "tiny_extra:s01/v00"]}
+  # Each fold: the other tiny subject and its mp4v copy, both extra videos and their copies;
+  # the held-out subject never, neither original nor copy.
+  extras = ["tiny_extra:s00/v00", "tiny_extra:s00/v00@mp4v", "tiny_extra:s01/v00",
+            "tiny_extra:s01/v00@mp4v"]
+  assert trained_on == {"s00": sorted(["s01/v00", "s01/v00@mp4v"] + extras),
+                        "s01": sorted(["s00/v00", "s00/v00@mp4v"] + extras)}
   saved = json.loads((tmp_path / "run" / "results.json").read_text())
-  assert saved["num_videos"] == 2                       # only the preset's own are scored
+  assert saved["num_videos"] == 2                       # the LOSO figures: the preset's originals
   assert saved["dataset"]["version"] == "tiny"
-  stored = (tmp_path / "run" / "run_identity.json").read_text()
-  assert identities[0]["fingerprint"] in stored
-  # The same workdir without the extra subjects is refused, naming the field.
-  config.dataset.extra_train_presets = ""
-  with pytest.raises(workdir_lib.WorkdirMismatchError, match="extra_train_presets"):
-    train.train_and_evaluate(config, str(tmp_path / "run"))
-  for bad, message in (("nope", "'nope' is not a synthetic_me_long preset"),
-                       ("tiny", "names the run's own preset"),
-                       ("tiny_extra,tiny_extra", "one preset twice")):
-    config.dataset.extra_train_presets = bad
-    with pytest.raises(ValueError, match=message):
-      train.extra_training_videos(config)
-
-
-def test_codec_copies_train_and_score_apart_and_rescore_reproduces_them(tmp_path, cache):
-  config = _config(cache, num_steps=2, checkpoint_every=2)
-  config.dataset.train_codecs = "mp4v"
-  config.eval_codecs = "mp4v"
-  trained_on = _training_sets(config, tmp_path / "run")
-  # Each fold trains on the other subject's original and its mp4v copy, never its own.
-  assert trained_on == {"s00": ["s01/v00", "s01/v00@mp4v"], "s01": ["s00/v00", "s00/v00@mp4v"]}
-  saved = json.loads((tmp_path / "run" / "results.json").read_text())
-  assert saved["num_videos"] == 2                        # the LOSO figures: originals only
   assert set(saved["predictions"]) == {"s00/v00", "s01/v00", "s00/v00@mp4v", "s01/v00@mp4v"}
   copies = saved["codecs"]["mp4v"]
   assert copies["num_videos"] == 2 and copies["dataset"]["codec"] == "mp4v"
   assert copies["spotting"]["overall"]["tp"] + copies["spotting"]["overall"]["fn"] == 6
-  assert copies["dataset"]["fingerprint"] in (tmp_path / "run" / "run_identity.json").read_text()
+  stored = (tmp_path / "run" / "run_identity.json").read_text()
+  assert identities[0]["fingerprint"] in stored and copies["dataset"]["fingerprint"] in stored
   assert "| mp4v | 2 |" in (tmp_path / "run" / "results.md").read_text()
   # Re-scoring with the run's own parameters reproduces the copies' section too; the
   # grid's spotting-only scores leave the copies out.
@@ -195,14 +180,24 @@ def test_codec_copies_train_and_score_apart_and_rescore_reproduces_them(tmp_path
   assert json.loads(json.dumps(again["spotting"])) == saved["spotting"]
   assert rescore.spotting_scores(run, videos, rescore.run_params(run)).as_dict() == (
       saved["spotting"])
-  # Another codec set is another run: refused, naming the field.
-  config.eval_codecs = ""
-  with pytest.raises(workdir_lib.WorkdirMismatchError, match="eval_codecs"):
-    train.train_and_evaluate(config, str(tmp_path / "run"))
+  # The same workdir without the extra subjects, or with other codecs, is refused, naming
+  # the field.
+  for field, value in (("dataset.extra_train_presets", ""), ("eval_codecs", "")):
+    changed = ml_collections.ConfigDict(config.to_dict())
+    section, _, name = field.rpartition(".")
+    (changed[section] if section else changed)[name] = value
+    with pytest.raises(workdir_lib.WorkdirMismatchError, match=field.split(".")[-1]):
+      train.train_and_evaluate(changed, str(tmp_path / "run"))
   config.dataset.train_codecs = "h265"
   with pytest.raises(ValueError, match=r"config\.dataset\.train_codecs='h265'"):
     train.train_and_evaluate(config, str(tmp_path / "other"))
   assert not (tmp_path / "other").exists()               # refused before the workdir is made
+  for bad, message in (("nope", "'nope' is not a synthetic_me_long preset"),
+                       ("tiny", "names the run's own preset"),
+                       ("tiny_extra,tiny_extra", "one preset twice")):
+    config.dataset.extra_train_presets = bad
+    with pytest.raises(ValueError, match=message):
+      train.extra_training_videos(config)
 
 
 def _fold_probabilities(workdir):
