@@ -551,8 +551,9 @@ def train_and_evaluate(config, workdir: str) -> dict:
   timing = {"features_s": round(time.time() - began, 1)}
   subjects = sorted({v.subject for v in videos})
   if len(subjects) < 2:
-    raise ValueError(f"LOSO needs at least 2 subjects, preset {config.dataset.preset!r} has "
-                     f"{len(subjects)}")
+    source = (f"preset {config.dataset.preset!r}" if is_synthetic(config)
+              else f"dataset {dataset['name']!r}")
+    raise ValueError(f"LOSO needs at least 2 subjects, {source} has {len(subjects)}")
   folds = [(s, i) for i, s in enumerate(subjects)] if config.train.loso else []
   if config.train.final:
     folds.append((FINAL_FOLD, len(subjects)))
