@@ -51,17 +51,7 @@ def read_frames(path: str, fps: Optional[float] = None) -> tuple[np.ndarray, flo
                          f"the first one is {images[0].shape[1]}x{images[0].shape[0]}")
       images.append(image)
   else:
-    capture = cv2.VideoCapture(path)
-    images = []
-    try:
-      while True:
-        ok, image = capture.read()
-        if not ok:
-          break
-        images.append(image)
-      file_fps = capture.get(cv2.CAP_PROP_FPS)
-    finally:
-      capture.release()
+    images, file_fps = read_video_bgr(path)
     if not images:
       raise ValueError(f"cannot read any frame from {path!r}: not a video OpenCV can decode")
     if fps is None:
@@ -70,6 +60,22 @@ def read_frames(path: str, fps: Optional[float] = None) -> tuple[np.ndarray, flo
       fps = float(file_fps)
   frames = np.stack(images)[..., ::-1].astype(np.float32) / 255.0
   return frames, float(fps)
+
+
+def read_video_bgr(path: str) -> tuple[list[np.ndarray], float]:
+  """Every frame OpenCV decodes from video file `path` (uint8 BGR `(H, W, 3)` each; an empty
+  list when none) and the frame rate the file states (0 or NaN when it states none)."""
+  capture = cv2.VideoCapture(path)
+  images = []
+  try:
+    while True:
+      ok, image = capture.read()
+      if not ok:
+        break
+      images.append(image)
+    return images, capture.get(cv2.CAP_PROP_FPS)
+  finally:
+    capture.release()
 
 
 def to_uint8_bgr(frames: np.ndarray) -> np.ndarray:

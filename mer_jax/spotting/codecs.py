@@ -78,6 +78,7 @@ def roundtrip(frames: np.ndarray, fps: float, codec: str) -> np.ndarray:
       that does not decode to `T` frames of the same size.
   """
   import cv2  # pylint: disable=import-outside-toplevel
+  from mer_jax.magnify import video_io  # pylint: disable=import-outside-toplevel  (OpenCV)
   if codec not in CODECS:
     raise ValueError(f"unknown codec {codec!r}; known: {sorted(CODECS)}")
   frames = np.asarray(frames)
@@ -98,16 +99,7 @@ def roundtrip(frames: np.ndarray, fps: float, codec: str) -> np.ndarray:
         writer.write(np.ascontiguousarray(frame[..., ::-1]))
     finally:
       writer.release()
-    capture = cv2.VideoCapture(path)
-    decoded = []
-    try:
-      while True:
-        ok, image = capture.read()
-        if not ok:
-          break
-        decoded.append(image[..., ::-1])
-    finally:
-      capture.release()
+    decoded = [image[..., ::-1] for image in video_io.read_video_bgr(path)[0]]
   finally:
     shutil.rmtree(folder, ignore_errors=True)
   if len(decoded) != len(frames) or decoded[0].shape != frames.shape[1:]:

@@ -103,12 +103,24 @@ def _cache_key(generator: dict, settings: FeatureSettings) -> dict:
   return key
 
 
+def _digest(key: dict) -> str:
+  return hashlib.sha256(json.dumps(key, sort_keys=True, default=list).encode()).hexdigest()[:16]
+
+
+def _cache_folder(cache_dir: Optional[str], name: str, settings: FeatureSettings,
+                  digest: str) -> Optional[str]:
+  """`<cache_dir>/<name>[@codec]/<digest>`, or None without a cache_dir."""
+  if not cache_dir:
+    return None
+  suffix = codecs.SEPARATOR + settings.codec if settings.codec else ""
+  return os.path.join(os.path.expanduser(cache_dir), name + suffix, digest)
+
+
 def dataset_fingerprint(preset: str, settings: FeatureSettings) -> str:
   """Hash of the generator config and feature settings (the run identity's dataset part)."""
   from mer_jax import synthetic_long  # pylint: disable=import-outside-toplevel
   generator = dataclasses.asdict(_preset(synthetic_long, preset))
-  text = json.dumps(_cache_key(generator, settings), sort_keys=True, default=list)
-  return hashlib.sha256(text.encode()).hexdigest()[:16]
+  return _digest(_cache_key(generator, settings))
 
 
 def _preset(synthetic_long, preset: str):
@@ -241,11 +253,8 @@ def load_synthetic(preset: str, cache_dir: Optional[str], settings: FeatureSetti
               "fingerprint": digest}
   if settings.codec:
     identity["codec"] = settings.codec
-  folder = None
-  if cache_dir:
-    folder = os.path.join(os.path.expanduser(cache_dir), synthetic_long.DATASET_NAME,
-                          preset + (codecs.SEPARATOR + settings.codec if settings.codec else ""),
-                          digest)
+  folder = _cache_folder(cache_dir, os.path.join(synthetic_long.DATASET_NAME, preset), settings,
+                         digest)
   return _cached(folder, key, lambda: _render_all(preset, settings)), identity
 
 
@@ -261,7 +270,7 @@ def _record_video(record: dict, settings: FeatureSettings) -> Video:
   """One long-video record (`mer_jax.spotting.schema`, frames still encoded) -> a `Video`."""
   from mer_jax import input_pipeline  # pylint: disable=import-outside-toplevel
   from mer_jax.spotting import schema as long_schema  # pylint: disable=import-outside-toplevel
-  video_id = _text(record["video_id"])
+  video_id = long_schema.text(record["video_id"])
   encoded, fps = record["frames"], float(record["fps"])
   grey = []
   for start in range(0, len(encoded), CHUNK_FRAMES):
@@ -273,12 +282,8 @@ def _record_video(record: dict, settings: FeatureSettings) -> Video:
   if settings.codec:
     video_id = codecs.copy_id(video_id, settings.codec)
   truths = long_schema.record_intervals(record)
-  return video_from_frames(video_id, _text(record["subject"]), fps, np.concatenate(grey), truths,
-                           settings)
-
-
-def _text(value) -> str:
-  return value.decode() if isinstance(value, bytes) else str(value)
+  return video_from_frames(video_id, long_schema.text(record["subject"]), fps,
+                           np.concatenate(grey), truths, settings)
 
 
 def load_records(dataset_config, cache_dir: Optional[str], settings: FeatureSettings
@@ -304,14 +309,12 @@ def load_records(dataset_config, cache_dir: Optional[str], settings: FeatureSett
   split = str(dataset_config.get("split") or "train")
   records_identity = input_pipeline.dataset_identity(builder, split)
   key = _cache_key({"records": records_identity}, settings)
-  digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=list).encode()).hexdigest()[:16]
+  digest = _digest(key)
   identity = {**records_identity, "features": digest}
   if settings.codec:
     identity["codec"] = settings.codec
-  folder = None
-  if cache_dir:  # records_identity["name"] is "<builder>/<config>", e.g. casme_sq/raw_128
-    folder = os.path.join(os.path.expanduser(cache_dir), records_identity["name"]
-                          + (codecs.SEPARATOR + settings.codec if settings.codec else ""), digest)
+  # records_identity["name"] is "<builder>/<config>", e.g. casme_sq/raw_128.
+  folder = _cache_folder(cache_dir, records_identity["name"], settings, digest)
 
   def compute() -> list[Video]:
     source = input_pipeline.records(builder, split)

@@ -149,8 +149,7 @@ def load_videos(run: FinishedRun, data_dir: Optional[str] = None) -> dict[str, d
   config = ml_collections.ConfigDict(run.config.to_dict())
   if data_dir is not None:
     config.dataset["data_dir" if train.is_synthetic(config) else "features_dir"] = data_dir
-  source = (f"preset {config.dataset.preset!r}" if train.is_synthetic(config)
-            else f"dataset {config.dataset.name!r}")
+  source = train.source_name(config)
   videos, dataset = train.dataset_videos(config)
   if dataset != run.results["dataset"]:
     raise NotAFinishedRunError(
@@ -288,10 +287,7 @@ def _summary(results: dict) -> dict:
           "per_type": {k: {m: c[m] for m in ("tp", "fp", "fn", "f1")}
                        for k, c in results["spotting"]["per_type"].items()},
           "strs": results["spot_then_recognise"]["strs"],
-          **({"codecs": {c: {"f1": r["spotting"]["overall"]["f1"],
-                             "strs": r["spot_then_recognise"]["strs"]}
-                         for c, r in results["codecs"].items()}}
-             if results.get("codecs") else {})}
+          **({"codecs": train.codec_summary(results)} if results.get("codecs") else {})}
 
 
 def _boolean(text: str) -> bool:

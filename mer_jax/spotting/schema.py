@@ -132,7 +132,8 @@ def validate_video(example: Mapping[str, Any], *, where: str = "video") -> None:
                        f"{clip_schema.APEX_SOURCES}")
 
 
-def _text(value) -> str:
+def text(value) -> str:
+  """A read-back string field (bytes from the record reader) as `str`."""
   return value.decode() if isinstance(value, bytes) else str(value)
 
 
@@ -148,12 +149,12 @@ def record_intervals(record: Mapping[str, Any]) -> list[metrics.Interval]:
     label = int(intervals["label"][k])
     result.append(metrics.Interval(
         onset=int(intervals["onset"][k]), offset=int(intervals["offset"][k]),
-        type=_text(intervals["type"][k]), apex=int(intervals["apex"][k]),
+        type=text(intervals["type"][k]), apex=int(intervals["apex"][k]),
         label=(clip_schema.CLASS_NAMES[label] if label >= 0
-               else _text(intervals["emotion"][k]))))
+               else text(intervals["emotion"][k]))))
   return result
 
 
 def truths_by_video(records: Sequence[Mapping[str, Any]]) -> dict[str, list[metrics.Interval]]:
   """video_id -> true intervals, for `metrics.evaluate_spotting`."""
-  return {_text(r["video_id"]): record_intervals(r) for r in records}
+  return {text(r["video_id"]): record_intervals(r) for r in records}

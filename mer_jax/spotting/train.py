@@ -105,6 +105,12 @@ def feature_cache_dir(config) -> Optional[str]:
   return config.dataset.get("features_dir") or None
 
 
+def source_name(config) -> str:
+  """The run's videos in words, for messages: "preset 'cas_like'" or "dataset 'casme_sq'"."""
+  return (f"preset {config.dataset.preset!r}" if is_synthetic(config)
+          else f"dataset {config.dataset.name!r}")
+
+
 def dataset_videos(config, codec: str = "") -> tuple[list[data_lib.Video], dict]:
   """The run's videos with their features (through `codec` when given) and dataset identity.
 
@@ -551,9 +557,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
   timing = {"features_s": round(time.time() - began, 1)}
   subjects = sorted({v.subject for v in videos})
   if len(subjects) < 2:
-    source = (f"preset {config.dataset.preset!r}" if is_synthetic(config)
-              else f"dataset {dataset['name']!r}")
-    raise ValueError(f"LOSO needs at least 2 subjects, {source} has {len(subjects)}")
+    raise ValueError(f"LOSO needs at least 2 subjects, {source_name(config)} has "
+                     f"{len(subjects)}")
   folds = [(s, i) for i, s in enumerate(subjects)] if config.train.loso else []
   if config.train.final:
     folds.append((FINAL_FOLD, len(subjects)))
@@ -705,10 +710,15 @@ def summary_text(results: dict, workdir: str) -> str:
   summary = {"overall": results["spotting"]["overall"],
              "macro_f1": results["spotting"]["macro_f1"],
              "strs": results["spot_then_recognise"]["strs"]}
-  for codec, r in results.get("codecs", {}).items():
-    summary[f"{codec} copies"] = {"f1": r["spotting"]["overall"]["f1"],
-                                  "strs": r["spot_then_recognise"]["strs"]}
+  for codec, scores in codec_summary(results).items():
+    summary[f"{codec} copies"] = scores
   return json.dumps(summary, indent=1)
+
+
+def codec_summary(results: dict) -> dict[str, dict]:
+  """{codec: {"f1", "strs"}} of results.json's codec copies ({} without any)."""
+  return {codec: {"f1": r["spotting"]["overall"]["f1"], "strs": r["spot_then_recognise"]["strs"]}
+          for codec, r in results.get("codecs", {}).items()}
 
 
 if __name__ == "__main__":
