@@ -3,19 +3,23 @@ r"""Wall time of a complete LOSO run: serial folds vs the device-resident loop v
     python -m benchmarks.loso_bench --tiers default,composite --rounds 2 \
         --data_dir /tmp/loso_data --out /tmp/loso.json
 
-Each tier runs `configs/default.py:input=flow,tier=<tier>` (the README demo's motion model)
-through `mer_jax.train.train_and_evaluate` in three modes, each into a fresh workdir:
+Each tier runs `configs/default.py:input=<input>,tier=<tier>` through
+`mer_jax.train.train_and_evaluate` (`--input flow`, the default: the README demo's motion
+model on cached flow features; `--input frames`: the small CNN on 8-frame 32 x 32 clips) in
+up to four modes, each into a fresh workdir:
 
-  serial         one fold at a time, host batches every step (`parallel_folds=1`), 1 device
-  resident       one fold at a time, the device-resident loop (`device_loop=True`: features on
-                 the device, batches gathered there), 1 device
+  serial         one fold at a time, host batches every step (`parallel_folds=1`; frames:
+                 Grain decodes and augments each batch), 1 device
+  resident       one fold at a time, the device-resident loop (`device_loop=True`: flow
+                 features, or every clip's frames decoded once, on the device; batches
+                 gathered there), 1 device
   parallel       every fold at once as one program (`parallel_folds=-1`), 1 device
   parallel_2dev  two folds at a time, one per device, the CPU's cores as 2 JAX devices
 
 Each timed run is a fresh process (its own compilation, caches and memory: peak RSS is
 recorded). The records and the flow cache are built before any timing (they are shared by
-the modes); the timed span is the whole `train_and_evaluate` call: compilation, every fold,
-prediction and the reports. Modes alternate within each round (the order rotates between rounds). Before each run
+the modes); the timed span is the whole `train_and_evaluate` call: compilation, decoding the
+resident frames, every fold, prediction and the reports. Modes alternate within each round (the order rotates between rounds). Before each run
 the benchmark waits until the 1-minute load average is below `--quiet_load` (default 1; the
 previous run's own load decays with a one-minute time constant), at most `--quiet_timeout_s`;
 a run that started above it is marked provisional (`quiet: false`, and in the table). Every
@@ -49,11 +53,19 @@ MODES = {
 }
 
 
+INPUTS = ("flow", "frames")
+
+
 def make_config(tier: str, data_dir: str, mode: str, *, folds: Sequence[str] = (),
-                num_train_steps: int = 0):
-  """The demo config on `tier` for `mode` (plus the smoke-run overrides)."""
+                num_train_steps: int = 0, input_kind: str = "flow"):
+  """`configs/default.py:input=<input_kind>,tier=<tier>` for `mode` (plus smoke-run overrides).
+
+  Tier "tiny" takes the config's small local variant (`:tiny`: small frames, flow and model),
+  for smoke runs.
+  """
   from configs import default as default_config  # pylint: disable=import-outside-toplevel
-  config = default_config.get_config(f"input=flow,tier={tier}")
+  config = default_config.get_config(
+      f"input={input_kind}," + ("tiny" if tier == "tiny" else f"tier={tier}"))
   config.dataset.data_dir = data_dir
   for key, value in MODES[mode][1].items():
     config[key] = value
@@ -77,15 +89,21 @@ def load_inputs(config):
 
 
 def prepare(config) -> dict:
-  """Builds the records and the flow cache (untimed); their sizes."""
+  """Builds the records and, for flow input, the flow cache (untimed); their sizes."""
+  if config.input.representation != "flow":
+    from mer_jax import input_pipeline  # pylint: disable=import-outside-toplevel
+    builder = input_pipeline.prepare_builder(input_pipeline.get_builder(config.dataset),
+                                             config.dataset)
+    index = input_pipeline.read_clip_index(builder, config.dataset.split)
+    return {"clips": len(index), "subjects": len(set(index.subject_key.tolist()))}
   index, features = load_inputs(config)
   return {"clips": len(index), "subjects": len(set(index.subject_key.tolist())),
           "feature_bytes": int(features.features.nbytes)}
 
 
 def time_run(tier: str, data_dir: str, mode: str, workdir: str, *, folds: Sequence[str] = (),
-             num_train_steps: int = 0, quiet_load: float = hardware.QUIET_LOAD,
-             quiet_timeout_s: float = 600.0) -> dict:
+             num_train_steps: int = 0, input_kind: str = "flow",
+             quiet_load: float = hardware.QUIET_LOAD, quiet_timeout_s: float = 600.0) -> dict:
   """One timed `train_and_evaluate` in a fresh process (its own devices, caches, memory).
 
   Waits first for a quiet machine (`hardware.wait_for_quiet`; `quiet_load` 0: no wait).
@@ -95,7 +113,8 @@ def time_run(tier: str, data_dir: str, mode: str, workdir: str, *, folds: Sequen
   out_path = workdir + ".json"
   command = [sys.executable, "-m", "benchmarks.loso_bench", "--_one", mode, "--tiers", tier,
              "--data_dir", data_dir, "--out", out_path, "--_workdir", workdir,
-             "--folds", ",".join(folds), "--num_train_steps", str(num_train_steps)]
+             "--folds", ",".join(folds), "--num_train_steps", str(num_train_steps),
+             "--input", input_kind]
   quiet = hardware.wait_for_quiet(quiet_load, quiet_timeout_s)
   began = time.perf_counter()
   subprocess.run(command, env=env, check=True, stdout=subprocess.DEVNULL)
@@ -105,11 +124,13 @@ def time_run(tier: str, data_dir: str, mode: str, workdir: str, *, folds: Sequen
   return {"seconds": seconds, **quiet, **result}
 
 
-def _one(tier: str, data_dir: str, mode: str, workdir: str, out: str, *, folds, num_train_steps):
+def _one(tier: str, data_dir: str, mode: str, workdir: str, out: str, *, folds, num_train_steps,
+         input_kind: str):
   """The child process of `time_run`: the run, its scores and its peak resident memory."""
   import resource  # pylint: disable=import-outside-toplevel
   from mer_jax import train  # pylint: disable=import-outside-toplevel
-  config = make_config(tier, data_dir, mode, folds=folds, num_train_steps=num_train_steps)
+  config = make_config(tier, data_dir, mode, folds=folds, num_train_steps=num_train_steps,
+                       input_kind=input_kind)
   began = time.perf_counter()
   results = train.train_and_evaluate(config, workdir)
   with open(out, "w") as f:
@@ -120,7 +141,7 @@ def _one(tier: str, data_dir: str, mode: str, workdir: str, out: str, *, folds, 
 
 
 def run(tiers: Sequence[str], modes: Sequence[str], *, rounds: int, data_dir: str,
-        folds: Sequence[str] = (), num_train_steps: int = 0,
+        folds: Sequence[str] = (), num_train_steps: int = 0, input_kind: str = "flow",
         quiet_load: float = hardware.QUIET_LOAD, quiet_timeout_s: float = 600.0) -> dict:
   """Every tier x mode x round; medians and speed-ups over `serial`."""
   out = {"benchmark": "loso", "date": datetime.date.today().isoformat(),
@@ -128,19 +149,20 @@ def run(tiers: Sequence[str], modes: Sequence[str], *, rounds: int, data_dir: st
                    f"{os.cpu_count()} cores; JAX devices per mode "
                    f"{ {m: MODES[m][0] for m in modes} }",
          "platform": platform.platform(), "cpu_count": os.cpu_count(),
-         "quiet_load": quiet_load,
+         "quiet_load": quiet_load, "input": input_kind,
          "command": " ".join([os.path.basename(sys.executable), "-m", "benchmarks.loso_bench"]
                              + sys.argv[1:]), "tiers": {}}
   for tier in tiers:
     sizes = prepare(make_config(tier, data_dir, modes[0], folds=folds,
-                                num_train_steps=num_train_steps))
+                                num_train_steps=num_train_steps, input_kind=input_kind))
     runs = {mode: [] for mode in modes}
     with tempfile.TemporaryDirectory(prefix=f"loso_{tier}_") as tmp:
       for r in range(rounds):
         order = list(modes[r % len(modes):]) + list(modes[:r % len(modes)])
         for mode in order:
           result = time_run(tier, data_dir, mode, os.path.join(tmp, f"{mode}_{r}"), folds=folds,
-                            num_train_steps=num_train_steps, quiet_load=quiet_load,
+                            num_train_steps=num_train_steps, input_kind=input_kind,
+                            quiet_load=quiet_load,
                             quiet_timeout_s=quiet_timeout_s)
           runs[mode].append(result)
           print(f"{tier} round {r + 1} {mode}: {result['seconds']:.1f} s, UF1 "
@@ -161,7 +183,8 @@ def _load(run: dict) -> str:
 
 
 def markdown(result: dict) -> str:
-  lines = [f"LOSO wall time ({result['device']}, {result['date']}); load before each run "
+  lines = [f"LOSO wall time, {result.get('input', 'flow')} input ({result['device']}, "
+           f"{result['date']}); load before each run "
            f"(* : not below {result.get('quiet_load', hardware.QUIET_LOAD)}, provisional)", "",
            "| tier | folds | mode | median s | x serial | UF1 per run | peak RSS MiB | load before |",
            "|---|---|---|---|---|---|---|---|"]
@@ -185,6 +208,8 @@ def main(argv: Sequence[str] | None = None) -> int:
   parser.add_argument("--data_dir", required=True, help="TFDS data dir (built if missing)")
   parser.add_argument("--folds", default="", help="smoke runs: test subjects, comma-separated")
   parser.add_argument("--num_train_steps", type=int, default=0, help="smoke runs: fewer steps")
+  parser.add_argument("--input", default="flow", choices=INPUTS,
+                      help="flow: the demo's motion model; frames: the small CNN on clips")
   hardware.add_quiet_arguments(parser, "run")
   parser.add_argument("--out", required=True, help="JSON output path")
   parser.add_argument("--_one", default="", help=argparse.SUPPRESS)  # Child: one timed run.
@@ -193,7 +218,7 @@ def main(argv: Sequence[str] | None = None) -> int:
   folds = [f for f in args.folds.split(",") if f]
   if args._one:  # pylint: disable=protected-access
     _one(args.tiers, args.data_dir, args._one, args._workdir, args.out, folds=folds,  # pylint: disable=protected-access
-         num_train_steps=args.num_train_steps)
+         num_train_steps=args.num_train_steps, input_kind=args.input)
     return 0
   modes = [m for m in args.modes.split(",") if m]
   unknown = [m for m in modes if m not in MODES]
@@ -203,7 +228,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.error("--rounds must be >= 1")
   result = run([t for t in args.tiers.split(",") if t], modes, rounds=args.rounds,
                data_dir=args.data_dir, folds=folds,
-               num_train_steps=args.num_train_steps, quiet_load=args.quiet_load,
+               num_train_steps=args.num_train_steps, input_kind=args.input,
+               quiet_load=args.quiet_load,
                quiet_timeout_s=args.quiet_timeout_s)
   os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
   with open(args.out, "w") as f:

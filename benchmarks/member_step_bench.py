@@ -32,7 +32,8 @@ def _trainer(config, folds, index, features, members: int, devices):
   config.parallel_folds = members
   config.fold_devices = len(devices)
   chunk = fold_parallel.plan_chunks(config, folds)[0]
-  return fold_parallel.ChunkTrainer(config, chunk, index, features, devices)
+  return fold_parallel.ChunkTrainer(config, chunk, index,
+                                     fold_parallel.FlowInputs(features, index, config), devices)
 
 
 def run(layouts: Sequence[tuple[int, int]], *, data_dir: str, tier: str, steps: int,

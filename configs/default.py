@@ -188,6 +188,9 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
   # "frames" (clips of N frames) or "flow" (onset->apex optical flow + strain maps,
   # mer_jax.motion_input; the model then needs input_mode="flow").
   config.input.representation = "frames"
+  # Device-resident clips (mer_jax.resident_frames, used by the device loop below with frame
+  # input): the most memory, MiB, a dataset's decoded, resized frames may take on each device.
+  config.input.resident_max_mib = 1024.0
 
   # Optical flow (used when config.input.representation == "flow"): TV-L1 on the device
   # (mer_jax.flow), computed once per dataset version and setting, cached, reused.
@@ -249,7 +252,8 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
 
   # Execution.
   config.step_mode = "pmap"             # "pmap" or "shard_map" (same per-device step).
-  # Folds trained together as one program (mer_jax.fold_parallel; flow input): 1 one at a
+  # Folds trained together as one program (mer_jax.fold_parallel; flow features or
+  # device-resident frames, input.resident_max_mib): 1 one at a
   # time, k folds at once, -1 every fold. num_seeds: seeds config.seed.. trained beside them
   # (results.json adds per-seed figures, mean and std). fold_devices: devices on the fold
   # mesh axis (0: automatic; the rest split each fold's batch).
@@ -298,6 +302,8 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
     if arg.input == "frames":
       config.input.num_frames = 6
       config.input.image_size = 32
+    if arg.input == "flow":
+      config.flow.size = 48  # The tiny records' frames are 64 px; TV-L1 at 112 px is 5x slower.
     if encoder == "small_cnn":
       config.model.encoder_kwargs.widths = (8, 16)
     config.batch_size = 8

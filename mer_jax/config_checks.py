@@ -131,6 +131,7 @@ def validate_config(config: ml_collections.ConfigDict, workdir: str | None = Non
   _number("input.resize_size", cfg.get("resize_size", None), low=1, integer=True,
           allow_none=True)
   _number("input.temporal_jitter", cfg.temporal_jitter, low=0, integer=True)
+  _number("input.resident_max_mib", cfg.get("resident_max_mib", 1024.0), low=0, low_open=True)
   _number("input.num_workers", cfg.get("num_workers", 0), low=0, integer=True)
   _number("input.num_threads", cfg.get("num_threads", None), low=1, integer=True, allow_none=True)
   representation = cfg.get("representation", "frames")

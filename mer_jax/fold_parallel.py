@@ -1,8 +1,9 @@
 """Fold-parallel LOSO: many folds (and seeds) of a run trained as one device program.
 
 A LOSO run is dozens of small, independent trainings. For device-resident
-inputs (the cached flow features of `mer_jax.motion_input`, a few MB for a
-whole dataset) this module trains them together:
+inputs -- the cached flow features of `mer_jax.motion_input` (`FlowInputs`)
+or low-resolution clips decoded once (`mer_jax.resident_frames.FrameInputs`),
+a few MB for a whole dataset -- this module trains them together:
 
 * **Members.** A member is one fold under one run seed (`config.num_seeds`
   seeds `config.seed, config.seed + 1, ...`). Each member has its own
@@ -25,12 +26,14 @@ whole dataset) this module trains them together:
   member count is padded up to a multiple of it with copies of the last
   member, whose results are discarded. `batch_size` must divide over the data
   axis; both are checked before any compute (`layout`).
-* **Device-resident loop.** The features and labels live on the device; the
-  host sends only the clip indices and flips of each step (int32 and bool,
-  drawn by `motion_input.TrainSchedule`, the same stream as the serial
-  trainer's). Batches are gathered, mirrored and normalised on the device by
-  the host path's own formulas (`motion_input.flip_maps`,
-  `motion_input.normalize` with `xp=jax.numpy`: bit-identical batches).
+* **Device-resident loop.** The inputs and labels live on the device; the
+  host sends only each step's draws, made by the serial trainer's own stream
+  (flow: clip rows and flips from `motion_input.TrainSchedule`; frames: clip
+  rows, frame rows, mask, crop offsets and flips from the Grain stream of
+  `input_pipeline`, see `mer_jax.resident_frames`). The inputs' `batcher`
+  gathers the batch on the device with the host path's formulas (flow:
+  `motion_input.flip_maps` and `normalize` with `xp=jax.numpy`; frames: a
+  gather, a crop and a mirror of uint8 pixels): bit-identical batches.
   `config.scan_steps` runs the steps between two checkpoints as one `lax.scan`
   (no host round trip; "auto" on GPU/TPU) or dispatches one call per step
   ("auto" on CPU, where XLA runs a step inside a loop ~4x slower).
@@ -163,14 +166,15 @@ def scan_steps(config: ml_collections.ConfigDict, platform: str) -> bool:
 
 def check_plan(config: ml_collections.ConfigDict, folds: Sequence, num_devices: int) -> None:
   """Every chunk's layout, checked before any data is loaded or computed (raises ValueError)."""
-  if config.input.get("representation", "frames") != "flow":
+  transfer = config.get("transfer", None)
+  if (transfer is not None and transfer.get("policy", None) in ("II", "III")
+      and transfer.get("specific_layer", None) == "auto"):
     raise ValueError(
         f"config.parallel_folds={config.get('parallel_folds', 1)} / config.num_seeds="
         f"{config.get('num_seeds', 1)} / config.device_loop={config.get('device_loop', False)} "
-        "train folds on the device from device-resident inputs, which "
-        "today are the cached flow features (config.input.representation='flow', e.g. "
-        "--config=configs/default.py:input=flow); frame inputs train one fold at a time: set "
-        "parallel_folds=1, num_seeds=1 and device_loop=False")
+        "train every member of a chunk with one config, but config.transfer.specific_layer="
+        "'auto' chooses a layer per fold (Grad-CAM on its training subjects); name the layer, "
+        "or train one fold at a time (parallel_folds=1, num_seeds=1, device_loop=False)")
   if jax.process_count() > 1:
     raise ValueError("config.parallel_folds / config.num_seeds run in a single process; "
                      "with several processes set config.parallel_folds=1 and num_seeds=1")
@@ -223,59 +227,107 @@ def device_batch(features: jax.Array, labels: jax.Array, rows: jax.Array,
           "mask": jnp.ones((rows.shape[0], 1), bool), "label": labels[rows]}
 
 
+@dataclasses.dataclass(frozen=True)
+class FlowBatcher:
+  """Flow draws (`rows`, `flips`) -> a model batch on the device (`device_batch`). Hashable."""
+  normalization: str
+  flip: bool
+
+  def __call__(self, arrays: dict, draws: dict) -> dict:
+    flips = draws["flips"] if self.flip and "flips" in draws else None
+    return device_batch(arrays["features"], arrays["labels"], draws["rows"], flips,
+                        self.normalization)
+
+
+class _FlowSchedule:
+  """`motion_input.TrainSchedule`'s steps as a dict of draws."""
+
+  def __init__(self, schedule: motion_input.TrainSchedule):
+    self._schedule = schedule
+
+  def steps(self, first: int, count: int) -> dict[str, np.ndarray]:
+    rows, flips = self._schedule.steps(first, count)
+    return {"rows": rows, "flips": flips}
+
+
+class FlowInputs:
+  """Cached flow features as device-resident inputs.
+
+  The interface every device-resident input offers `ChunkTrainer` (see also
+  `mer_jax.resident_frames.FrameInputs`): `arrays` (host arrays placed once on
+  every device), `batcher` (draws -> batch, inside the jitted step),
+  `schedule(subjects, batch_size=, fold_seed=)` (a member's training draws,
+  `.steps(first, count)`) and `eval_draws(rows)`.
+  """
+
+  def __init__(self, flow_features: motion_input.FlowFeatures, index,
+               config: ml_collections.ConfigDict):
+    self.index, self.config = index, config
+    self.arrays = {"features": flow_features.features.astype(np.float32),
+                   "labels": index.label.astype(np.int32)}
+    self.batcher = FlowBatcher(config.flow.normalize, bool(config.input.flip))
+
+  def schedule(self, subjects: Sequence[str], *, batch_size: int, fold_seed: int
+               ) -> _FlowSchedule:
+    """The serial flow trainer's stream (seeded `fold_seed * 1009`, process 0)."""
+    return _FlowSchedule(motion_input.TrainSchedule(
+        self.index, subjects, batch_size=batch_size, seed=fold_seed * 1009,
+        flip=self.config.input.flip))
+
+  def eval_draws(self, rows: np.ndarray) -> dict[str, np.ndarray]:
+    return {"rows": np.asarray(rows, np.int32)}
+
+
 @functools.lru_cache(maxsize=16)
-def _train_program(mesh: jax.sharding.Mesh, *, normalization: str, label_smoothing: float,
-                   flip: bool, scan: bool) -> Callable:
+def _train_program(mesh: jax.sharding.Mesh, batcher: Callable, *, label_smoothing: float,
+                   scan: bool) -> Callable:
   """jit(shard_map(vmap over local members of `steps.train_step`)), per step or scanned.
 
-  `scan=True`: `lax.scan` over a block of steps (arguments carry a steps axis).
+  `batcher(arrays, draws)` makes a member's batch from the resident arrays and its draws.
+  `scan=True`: `lax.scan` over a block of steps (draws carry a steps axis).
   `scan=False`: one step per call (the host dispatches each; the data stays on the device).
   """
   P = jax.sharding.PartitionSpec
 
-  def per_device(states, features, labels, rows, flips, step_numbers, dropout_keys,
-                 class_weights):
+  def per_device(states, arrays, draws, step_numbers, dropout_keys, class_weights):
     keys = jax.random.wrap_key_data(dropout_keys)
 
-    def member_step(state, member_rows, member_flips, key, weights, step):
-      batch = device_batch(features, labels, member_rows, member_flips if flip else None,
-                           normalization)
-      return steps_lib.train_step(state, batch, jax.random.fold_in(key, step), weights,
+    def member_step(state, member_draws, key, weights, step):
+      return steps_lib.train_step(state, batcher(arrays, member_draws),
+                                  jax.random.fold_in(key, step), weights,
                                   label_smoothing=label_smoothing)
 
     def one_step(carry, xs):
-      step_rows, step_flips, step = xs
-      return jax.vmap(member_step, in_axes=(0, 0, 0, 0, 0, None))(
-          carry, step_rows, step_flips, keys, class_weights, step)
+      step_draws, step = xs
+      return jax.vmap(member_step, in_axes=(0, 0, 0, 0, None))(
+          carry, step_draws, keys, class_weights, step)
 
     if not scan:
-      return one_step(states, (rows, flips, step_numbers))
+      return one_step(states, (draws, step_numbers))
     states, metrics = jax.lax.scan(
-        one_step, states, (rows.swapaxes(0, 1), flips.swapaxes(0, 1), step_numbers))
+        one_step, states, (jax.tree.map(lambda d: d.swapaxes(0, 1), draws), step_numbers))
     return states, jax.tree.map(lambda m: m.swapaxes(0, 1), metrics)  # (members, steps)
 
-  batch_spec = (P(FOLD_AXIS, None, steps_lib.AXIS) if scan else P(FOLD_AXIS, steps_lib.AXIS))
+  draws_spec = (P(FOLD_AXIS, None, steps_lib.AXIS) if scan else P(FOLD_AXIS, steps_lib.AXIS))
   program = jax.shard_map(
       per_device, mesh=mesh,
-      in_specs=(P(FOLD_AXIS), P(), P(), batch_spec, batch_spec, P(), P(FOLD_AXIS),
-                P(FOLD_AXIS)),
+      in_specs=(P(FOLD_AXIS), P(), draws_spec, P(), P(FOLD_AXIS), P(FOLD_AXIS)),
       out_specs=(P(FOLD_AXIS), P(FOLD_AXIS)), check_vma=False)
   return jax.jit(program, donate_argnums=(0,))
 
 
 @functools.lru_cache(maxsize=16)
-def _eval_program(mesh: jax.sharding.Mesh, *, normalization: str) -> Callable:
+def _eval_program(mesh: jax.sharding.Mesh, batcher: Callable) -> Callable:
   """jit(shard_map(vmap over local members of `steps.eval_step`)): probabilities `(M, B, C)`."""
   P = jax.sharding.PartitionSpec
 
-  def per_device(states, features, labels, rows):
-    def member(state, member_rows):
-      return steps_lib.eval_step(state, device_batch(features, labels, member_rows, None,
-                                                     normalization))
-    return jax.vmap(member)(states, rows)
+  def per_device(states, arrays, draws):
+    def member(state, member_draws):
+      return steps_lib.eval_step(state, batcher(arrays, member_draws))
+    return jax.vmap(member)(states, draws)
 
   return jax.jit(jax.shard_map(
-      per_device, mesh=mesh, in_specs=(P(FOLD_AXIS), P(), P(), P(FOLD_AXIS, steps_lib.AXIS)),
+      per_device, mesh=mesh, in_specs=(P(FOLD_AXIS), P(), P(FOLD_AXIS, steps_lib.AXIS)),
       out_specs=P(FOLD_AXIS, steps_lib.AXIS), check_vma=False))
 
 
@@ -295,8 +347,10 @@ class ChunkTrainer:
   """Trains one chunk of members as one program and predicts their held-out clips."""
 
   def __init__(self, config: ml_collections.ConfigDict, members: Sequence[Member], index,
-               flow_features: motion_input.FlowFeatures, devices: Sequence[jax.Device]):
+               inputs, devices: Sequence[jax.Device]):
+    """`inputs`: the device-resident inputs (`FlowInputs` or `resident_frames.FrameInputs`)."""
     self.config = config
+    self.inputs = inputs
     self.members = list(members)
     self.index = index
     self.layout = layout(len(members), len(devices), batch_size=config.batch_size,
@@ -310,8 +364,7 @@ class ChunkTrainer:
     member_sharding = jax.sharding.NamedSharding(self.mesh, jax.sharding.PartitionSpec(FOLD_AXIS))
     self.member_sharding = member_sharding
     replicated = jax.sharding.NamedSharding(self.mesh, jax.sharding.PartitionSpec())
-    self.features = jax.device_put(flow_features.features.astype(np.float32), replicated)
-    self.labels = jax.device_put(index.label.astype(np.int32), replicated)
+    self.arrays = jax.device_put(inputs.arrays, replicated)
 
     self.model = create_model(train_state.model_config(config), num_classes=schema.NUM_CLASSES,
                               dtype=jnp.bfloat16 if config.half_precision else jnp.float32)
@@ -325,16 +378,14 @@ class ChunkTrainer:
     self.class_weights = jax.device_put(
         np.stack([input_pipeline.loss_class_weights(config, index, m.fold.train_subjects)
                   for m in padded]), member_sharding)
-    # The serial trainer's stream, member by member (seeded by the process index too: 0).
-    self.schedules = [motion_input.TrainSchedule(
-        index, m.fold.train_subjects, batch_size=config.batch_size,
-        seed=train_state.fold_seed(config, m.fold_index, m.seed) * 1009,
-        flip=config.input.flip) for m in padded]
+    # The serial trainer's stream, member by member.
+    self.schedules = [inputs.schedule(m.fold.train_subjects, batch_size=config.batch_size,
+                                      fold_seed=train_state.fold_seed(config, m.fold_index, m.seed))
+                      for m in padded]
     self.scan = scan_steps(config, devices[0].platform)
-    self.train_program = _train_program(self.mesh, normalization=config.flow.normalize,
-                                        label_smoothing=config.label_smoothing,
-                                        flip=config.input.flip, scan=self.scan)
-    self.eval_program = _eval_program(self.mesh, normalization=config.flow.normalize)
+    self.train_program = _train_program(self.mesh, inputs.batcher,
+                                        label_smoothing=config.label_smoothing, scan=self.scan)
+    self.eval_program = _eval_program(self.mesh, inputs.batcher)
 
   # ---- the stacked state on the host and on the devices -------------------------------------
   def checkpoint_target(self) -> dict:
@@ -353,20 +404,19 @@ class ChunkTrainer:
     Returns `(device_state, metrics)`, metrics a dict of host `(members, steps)` arrays.
     """
     count = last_step - first_step
-    rows, flips = zip(*(s.steps(first_step, count) for s in self.schedules))
-    rows, flips = np.stack(rows), np.stack(flips)  # (members, steps, batch)
+    per_member = [s.steps(first_step, count) for s in self.schedules]
+    draws = {k: np.stack([d[k] for d in per_member]) for k in per_member[0]}  # (M, steps, b..)
     if self.scan:
       step_numbers = jnp.arange(first_step + 1, last_step + 1, dtype=jnp.int32)
       device_state, metrics = self.train_program(
-          device_state, self.features, self.labels, self.place(rows), self.place(flips),
-          step_numbers, self.dropout_keys, self.class_weights)
+          device_state, self.arrays, self.place(draws), step_numbers, self.dropout_keys,
+          self.class_weights)
     else:
       per_step = []
       for t in range(count):
         device_state, step_metrics = self.train_program(
-            device_state, self.features, self.labels, self.place(rows[:, t]),
-            self.place(flips[:, t]), np.int32(first_step + 1 + t), self.dropout_keys,
-            self.class_weights)
+            device_state, self.arrays, self.place({k: v[:, t] for k, v in draws.items()}),
+            np.int32(first_step + 1 + t), self.dropout_keys, self.class_weights)
         per_step.append(step_metrics)
       metrics = jax.tree.map(lambda *m: jnp.stack(m, axis=1), *per_step)
     return device_state, jax.tree.map(np.asarray, metrics)
@@ -403,8 +453,9 @@ class ChunkTrainer:
       for i, rows in enumerate(rows_of):
         part = rows[start:start + width]
         block[i, :len(part)] = part
-      probs = np.asarray(self.eval_program(device_state, self.features, self.labels,
-                                           self.place(block)))
+      per_member = [self.inputs.eval_draws(b) for b in block]
+      draws = {k: np.stack([d[k] for d in per_member]) for k in per_member[0]}
+      probs = np.asarray(self.eval_program(device_state, self.arrays, self.place(draws)))
       for i, rows in enumerate(rows_of):
         probabilities[i].append(probs[i, :max(0, min(width, len(rows) - start))])
     results = []
@@ -432,13 +483,14 @@ def _select_best(target: dict, new_state, uf1: np.ndarray, step: int) -> dict:
 
 
 def train_chunk(config: ml_collections.ConfigDict, members: Sequence[Member], index,
-                flow_features: motion_input.FlowFeatures, checkpoint_dir: str, *,
+                inputs, checkpoint_dir: str, *,
                 writer=None, progress: Optional[Callable[[int, int, float], None]] = None,
                 devices: Optional[Sequence[jax.Device]] = None) -> list[list[dict]]:
   """Trains a chunk of members together (resuming from its checkpoint); their test predictions.
 
   Args:
     members: the chunk (`plan_chunks`).
+    inputs: the device-resident inputs (`FlowInputs`, `resident_frames.FrameInputs`).
     checkpoint_dir: the chunk's Orbax directory.
     writer: optional metric writer (`write_scalars(step, dict)`).
     progress: optional `progress(step, num_steps, member_steps_per_second)` callback.
@@ -449,7 +501,7 @@ def train_chunk(config: ml_collections.ConfigDict, members: Sequence[Member], in
     with the fields of `mer_jax.predict.predict` plus `fold`, `seed` and
     `selected_step`.
   """
-  trainer = ChunkTrainer(config, members, index, flow_features,
+  trainer = ChunkTrainer(config, members, index, inputs,
                          list(devices) if devices is not None else jax.devices())
   validation = config.model_selection == "validation"
   manager = checkpoints.create_manager(checkpoint_dir, validation_selection=False)

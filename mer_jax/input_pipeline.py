@@ -440,19 +440,13 @@ def sample_frame_indices(num_stored: int, onset: int, apex: int, offset: int, *,
   Returns:
     `(indices (num_frames,) int32, mask (num_frames,) bool)`.
   """
-  last = int(num_stored) - 1
-  shift = np.zeros(2, np.int64)
+  shift = (0, 0)
   if jitter > 0:
     if rng is None:
       raise ValueError("sample_frame_indices: jitter > 0 needs an rng")
-    shift = rng.integers(-jitter, jitter + 1, size=2)
-  if sampling == "uniform":
-    start = int(np.clip(onset + shift[0], 0, last))
-    end = int(np.clip(offset + shift[1], start, last))
-  else:  # "apex": window at native frame rate.
-    centre = int(np.clip(apex + shift[0], 0, last))
-    start = int(np.clip(centre - num_frames // 2, 0, max(num_stored - num_frames, 0)))
-    end = min(start + num_frames - 1, last)
+    shift = tuple(int(x) for x in rng.integers(-jitter, jitter + 1, size=2))
+  start, end = frame_span(num_stored, onset, apex, offset, num_frames=num_frames,
+                          sampling=sampling, shift=shift)
   span = end - start + 1
   positions = np.arange(num_frames)
   # np.round, like tf.round before it, rounds halves to even.
@@ -461,6 +455,34 @@ def sample_frame_indices(num_stored: int, onset: int, apex: int, offset: int, *,
   if short_clip == "pad" and span < num_frames:
     return (np.minimum(start + positions, end).astype(np.int32), positions < span)
   return stretched.astype(np.int32), np.ones(num_frames, bool)
+
+
+def frame_span(num_stored: int, onset: int, apex: int, offset: int, *, num_frames: int,
+               sampling: str, shift: tuple[int, int] = (0, 0)) -> tuple[int, int]:
+  """The first and last frame (inclusive) a clip's `num_frames` indices are taken from.
+
+  `shift` is the temporal jitter drawn for the clip: onset/offset shifts ("uniform") or the
+  window centre's shift (its first element, "apex"). See `sample_frame_indices`.
+  """
+  last = int(num_stored) - 1
+  if sampling == "uniform":
+    start = int(np.clip(onset + shift[0], 0, last))
+    end = int(np.clip(offset + shift[1], start, last))
+  else:  # "apex": window at native frame rate.
+    centre = int(np.clip(apex + shift[0], 0, last))
+    start = int(np.clip(centre - num_frames // 2, 0, max(num_stored - num_frames, 0)))
+    end = min(start + num_frames - 1, last)
+  return start, end
+
+
+def reachable_frames(num_stored: int, onset: int, apex: int, offset: int, *, num_frames: int,
+                     sampling: str, jitter: int) -> tuple[int, int]:
+  """`(lo, hi)`: every frame any training draw (jitter up to +-`jitter`) or evaluation of the
+  clip can sample lies in lo..hi (inclusive)."""
+  spans = [frame_span(num_stored, onset, apex, offset, num_frames=num_frames, sampling=sampling,
+                      shift=(a, b))
+           for a in range(-jitter, jitter + 1) for b in range(-jitter, jitter + 1)]
+  return min(s for s, _ in spans), max(e for _, e in spans)
 
 
 def decode_frames(encoded: Sequence[bytes], indices: Sequence[int], *,
@@ -481,6 +503,26 @@ def decode_frames(encoded: Sequence[bytes], indices: Sequence[int], *,
   return np.stack([decoded[int(i)] for i in indices])
 
 
+def resize_frames(frames: np.ndarray, *, size: int, resize: Optional[int] = None) -> np.ndarray:
+  """Resizes `(N, H, W, C)` frames (area filter) so the short side is `resize` (default `size`).
+
+  Both sides stay >= `size` (`resize_shape`). Returns `(N, new_h, new_w, C)` of the
+  input dtype (uint8 rounded and clipped). Rounding after or before a crop gives the same
+  pixels, so resizing once and cropping later equals `resize_and_crop`.
+  """
+  return _to_dtype(_resized_float(frames, size=size, resize=resize), frames.dtype)
+
+
+def crop_offset_or_centre(shape: tuple[int, int], size: int,
+                          crop_offset: Optional[tuple[int, int]] = None) -> tuple[int, int]:
+  """`(top, left)` of an S x S crop of a `(new_h, new_w)` frame: `crop_offset` clipped to the
+  frame, or centred when None."""
+  new_h, new_w = shape
+  if crop_offset is None:
+    return (new_h - size) // 2, (new_w - size) // 2
+  return min(crop_offset[0], new_h - size), min(crop_offset[1], new_w - size)
+
+
 def resize_and_crop(frames: np.ndarray, *, size: int, resize: Optional[int] = None,
                     crop_offset: Optional[tuple[int, int]] = None) -> np.ndarray:
   """Resizes `(N, H, W, C)` frames (area filter) so the short side is `resize`, then crops S x S.
@@ -494,25 +536,25 @@ def resize_and_crop(frames: np.ndarray, *, size: int, resize: Optional[int] = No
   Returns:
     `(N, S, S, C)` of the input dtype (uint8 rounded and clipped).
   """
-  resize = resize or size
+  out = _resized_float(frames, size=size, resize=resize)
+  top, left = crop_offset_or_centre(out.shape[1:3], size, crop_offset)
+  return _to_dtype(out[:, top:top + size, left:left + size], frames.dtype)
+
+
+def _resized_float(frames: np.ndarray, *, size: int, resize: Optional[int]) -> np.ndarray:
   height, width = frames.shape[1:3]
-  scale = resize / min(height, width)
-  new_h = max(int(np.round(height * scale)), size)
-  new_w = max(int(np.round(width * scale)), size)
-  if (new_h, new_w) != (height, width):
-    resized = [cv2.resize(np.asarray(f, np.float32), (new_w, new_h), interpolation=cv2.INTER_AREA)
-               for f in frames]
-    out = np.stack([r.reshape(new_h, new_w, -1) for r in resized])
-  else:
-    out = np.asarray(frames, np.float32)
-  if crop_offset is None:
-    top, left = (new_h - size) // 2, (new_w - size) // 2
-  else:
-    top, left = min(crop_offset[0], new_h - size), min(crop_offset[1], new_w - size)
-  out = out[:, top:top + size, left:left + size]
-  if frames.dtype == np.uint8:
-    return np.clip(np.round(out), 0, 255).astype(np.uint8)
-  return out.astype(frames.dtype)
+  new_h, new_w = resize_shape(height, width, size=size, resize=resize)
+  if (new_h, new_w) == (height, width):
+    return np.asarray(frames, np.float32)
+  resized = [cv2.resize(np.asarray(f, np.float32), (new_w, new_h), interpolation=cv2.INTER_AREA)
+             for f in frames]
+  return np.stack([r.reshape(new_h, new_w, -1) for r in resized])
+
+
+def _to_dtype(frames: np.ndarray, dtype) -> np.ndarray:
+  if dtype == np.uint8:
+    return np.clip(np.round(frames), 0, 255).astype(np.uint8)
+  return frames.astype(dtype)
 
 
 def _clip_features(ex: dict, frames: np.ndarray, mask: np.ndarray) -> dict[str, np.ndarray]:
@@ -549,22 +591,55 @@ class ReadRecord(grain.transforms.Map):
     return record
 
 
-def _sample_decode(ex: dict, cfg: ml_collections.ConfigDict, jitter: int,
-                   rng: Optional[np.random.Generator]) -> tuple[np.ndarray, np.ndarray, int]:
-  encoded = ex["frames"]
-  indices, mask = sample_frame_indices(
-      len(encoded), int(ex["onset"]), int(ex["apex"]), int(ex["offset"]),
+def draw_frame_indices(ex: dict, cfg: ml_collections.ConfigDict, jitter: int,
+                       rng: Optional[np.random.Generator]) -> tuple[np.ndarray, np.ndarray]:
+  """A clip's sampled frame indices and mask (`sample_frame_indices` on its record fields).
+
+  `ex` needs `onset`, `apex`, `offset` and `num_stored` (the clip's stored frame count).
+  Consumes the temporal-jitter draws of `rng` (the first draws of a training clip).
+  """
+  return sample_frame_indices(
+      int(ex["num_stored"]), int(ex["onset"]), int(ex["apex"]), int(ex["offset"]),
       num_frames=cfg.num_frames, sampling=cfg.sampling, short_clip=cfg.short_clip,
       jitter=jitter, rng=rng)
-  frames = decode_frames(encoded, indices, where=f"clip {_text(ex['clip_id'])}")
-  return frames, mask, cfg.get("resize_size", None) or cfg.image_size
+
+
+def resize_shape(height: int, width: int, *, size: int, resize: Optional[int] = None
+                 ) -> tuple[int, int]:
+  """`(new_h, new_w)` of a frame after `resize_and_crop`'s resize (short side `resize`, >= S)."""
+  resize = resize or size
+  scale = resize / min(height, width)
+  return (max(int(np.round(height * scale)), size), max(int(np.round(width * scale)), size))
+
+
+def draw_crop_and_flip(frame_shape: tuple[int, int], cfg: ml_collections.ConfigDict,
+                       rng: np.random.Generator) -> tuple[Optional[tuple[int, int]], bool]:
+  """A training clip's crop offset `(top, left)` (None: centred) and flip decision.
+
+  `frame_shape` is the clip's stored `(height, width)`. Consumes the draws of `rng` that
+  follow the temporal jitter's, in `TrainClip`'s order: crop (top, left), then flip.
+  """
+  size = cfg.image_size
+  crop_offset = None
+  if cfg.get("random_crop", False):
+    new_h, new_w = resize_shape(*frame_shape, size=size, resize=cfg.get("resize_size", None))
+    crop_offset = (int(rng.integers(0, new_h - size + 1)), int(rng.integers(0, new_w - size + 1)))
+  # One decision per clip: every frame of a clip is flipped or none is.
+  flip = bool(cfg.get("flip", False) and rng.random() < 0.5)
+  return crop_offset, flip
+
+
+def _with_stored_count(ex: dict) -> dict:
+  return {**ex, "num_stored": len(ex["frames"])}
 
 
 class TrainClip(grain.transforms.RandomMap):
   """Samples, decodes and augments one training clip. Frames uint8 `(N, S, S, 3)`.
 
   Every draw (temporal jitter, crop, flip) comes from the element's `rng`,
-  which Grain seeds from the dataset seed and the element's position.
+  which Grain seeds from the dataset seed and the element's position
+  (`draw_frame_indices`, then `draw_crop_and_flip`: the device-resident frame
+  store of `mer_jax.resident_frames` makes the same draws without decoding).
   """
 
   def __init__(self, input_config: ml_collections.ConfigDict):
@@ -572,18 +647,14 @@ class TrainClip(grain.transforms.RandomMap):
 
   def random_map(self, element: dict, rng: np.random.Generator) -> dict[str, np.ndarray]:
     cfg = self.cfg
-    frames, mask, resize = _sample_decode(element, cfg, cfg.temporal_jitter, rng)
-    size = cfg.image_size
-    crop_offset = None
-    if cfg.get("random_crop", False):
-      height, width = frames.shape[1:3]
-      scale = resize / min(height, width)
-      room = (max(int(np.round(height * scale)), size) - size,
-              max(int(np.round(width * scale)), size) - size)
-      crop_offset = (int(rng.integers(0, room[0] + 1)), int(rng.integers(0, room[1] + 1)))
-    frames = resize_and_crop(frames, size=size, resize=resize, crop_offset=crop_offset)
-    # One decision per clip: every frame of a clip is flipped or none is.
-    if cfg.get("flip", False) and rng.random() < 0.5:
+    indices, mask = draw_frame_indices(_with_stored_count(element), cfg, cfg.temporal_jitter,
+                                       rng)
+    frames = decode_frames(element["frames"], indices,
+                           where=f"clip {_text(element['clip_id'])}")
+    crop_offset, flip = draw_crop_and_flip(frames.shape[1:3], cfg, rng)
+    frames = resize_and_crop(frames, size=cfg.image_size, resize=cfg.get("resize_size", None),
+                             crop_offset=crop_offset)
+    if flip:
       frames = np.ascontiguousarray(frames[:, :, ::-1])
     # Padded frames repeat the last valid frame (the indices do): a black frame
     # would be a step edge that temporal filters (magnification) would amplify.
@@ -597,9 +668,11 @@ class EvalClip(grain.transforms.Map):
     self.cfg = input_config
 
   def map(self, element: dict) -> dict[str, np.ndarray]:
-    frames, mask, resize = _sample_decode(element, self.cfg, 0, None)
-    return _clip_features(element, resize_and_crop(frames, size=self.cfg.image_size,
-                                                   resize=resize), mask)
+    cfg = self.cfg
+    indices, mask = draw_frame_indices(_with_stored_count(element), cfg, 0, None)
+    frames = decode_frames(element["frames"], indices, where=f"clip {_text(element['clip_id'])}")
+    return _clip_features(element, resize_and_crop(frames, size=cfg.image_size,
+                                                   resize=cfg.get("resize_size", None)), mask)
 
 
 def fold_sampler(index: ClipIndex, subjects: Sequence[str], *, seed: int,

@@ -49,6 +49,7 @@ from mer_jax import layer_selection
 from mer_jax import metric_writers
 from mer_jax import motion_input
 from mer_jax import predict as predict_lib
+from mer_jax import resident_frames
 from mer_jax import schema
 from mer_jax import steps as steps_lib
 from mer_jax import train_state
@@ -216,7 +217,7 @@ def _train_folds_serially(config, folds, builder, index, flow_features, run_dir,
   return predictions
 
 
-def _train_folds_in_parallel(config, folds, index, flow_features, run_dir, identity,
+def _train_folds_in_parallel(config, folds, index, inputs, run_dir, identity,
                              writer) -> tuple[list[dict], dict]:
   """Chunks of folds x seeds trained as one program each (`mer_jax.fold_parallel`).
 
@@ -248,7 +249,7 @@ def _train_folds_in_parallel(config, folds, index, flow_features, run_dir, ident
                      metric_writers.format_seconds(run_progress.run_eta(
                          c, chunk_eta, steps_per_sec=step / max(elapsed, 1e-9))))
 
-      done = fold_parallel.train_chunk(config, members, index, flow_features,
+      done = fold_parallel.train_chunk(config, members, index, inputs,
                                        run_dir.checkpoints_dir(f"chunk{c:03d}"), writer=writer,
                                        progress=progress)
       for m, member_predictions in zip(members, done):
@@ -258,6 +259,18 @@ def _train_folds_in_parallel(config, folds, index, flow_features, run_dir, ident
       by_seed[m.seed] += member_predictions
   first = fold_parallel.run_seeds(config)[0]
   return by_seed[first], fold_parallel.seed_summary(by_seed)
+
+
+def _resident_inputs(config, builder, index, flow_features):
+  """The device-resident inputs of a device-loop run: flow features or low-resolution clips."""
+  if flow_features is not None:
+    return fold_parallel.FlowInputs(flow_features, index, config)
+  began = time.time()
+  store = resident_frames.build_store(builder, config.dataset.split, index, config.input)
+  logging.info("device-resident frames: %d frames of %d clips, %s pixels, %.1f MiB, built in "
+               "%.1f s", len(store.frames), len(index), "x".join(map(str, store.frames.shape[1:3])),
+               store.nbytes / resident_frames.MIB, time.time() - began)
+  return resident_frames.FrameInputs(store, index, config)
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
@@ -313,8 +326,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   # several folds and seeds at once as one program: mer_jax.fold_parallel).
   start = time.time()
   if fold_parallel.uses_device_loop(config):
-    predictions, per_seed = _train_folds_in_parallel(config, folds, index, flow_features,
-                                                     run_dir, identity, writer)
+    predictions, per_seed = _train_folds_in_parallel(
+        config, folds, index, _resident_inputs(config, builder, index, flow_features), run_dir,
+        identity, writer)
   else:
     predictions, per_seed = _train_folds_serially(config, folds, builder, index, flow_features,
                                                   run_dir, identity, writer, mesh, steps), None

@@ -9,9 +9,45 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # than they save (about 40 % of a trainer test's time here). No test measures speed, and
 # every numeric comparison has a tolerance. Subprocesses started by tests inherit this.
 os.environ.setdefault("JAX_DISABLE_MOST_OPTIMIZATIONS", "1")
+# JAX's persistent compilation cache, one fresh folder per test session: many tests start
+# fresh processes (benchmark children, kill-and-resume, multi-process training) and the two
+# xdist workers run the same small programs, so each program is compiled once per session
+# instead of once per process (compilation is much of the suite's time). Set here, in the
+# controller, before the workers and subprocesses start: they inherit it. Removed at the end.
+_OWN_COMPILATION_CACHE = "JAX_COMPILATION_CACHE_DIR" not in os.environ
+if _OWN_COMPILATION_CACHE:
+  import tempfile  # pylint: disable=g-import-not-at-top
+  os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="mer_jax_tests_xla_cache_")
+  os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+  os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 
 
+import contextlib  # noqa: E402
 import pytest  # noqa: E402  (after the environment set-up above)
+
+
+@contextlib.contextmanager
+def xla_optimised():
+  """XLA's optimisations back on inside the block (the suite turns most off, above).
+
+  For set-up whose time goes into *running* a heavy program rather than compiling it: TV-L1
+  over every frame pair of a long video runs about 4x faster optimised (6.1 s -> 1.4 s for a
+  tiny spotting video here) and compiles once.
+  """
+  import jax  # pylint: disable=import-outside-toplevel
+  previous = jax.config.read("jax_disable_most_optimizations")
+  jax.config.update("jax_disable_most_optimizations", False)
+  try:
+    yield
+  finally:
+    jax.config.update("jax_disable_most_optimizations", previous)
+
+
+def pytest_sessionfinish(session, exitstatus):  # pylint: disable=unused-argument
+  """The process that made the compilation cache folder removes it (not xdist's workers)."""
+  if _OWN_COMPILATION_CACHE and not hasattr(session.config, "workerinput"):
+    import shutil  # pylint: disable=import-outside-toplevel
+    shutil.rmtree(os.environ["JAX_COMPILATION_CACHE_DIR"], ignore_errors=True)
 
 
 @pytest.hookimpl(trylast=True)

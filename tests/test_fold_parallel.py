@@ -59,7 +59,8 @@ def _serial(config, index, features, folds, tmp_path):
 
 def _parallel(config, index, features, folds, tmp_path, name="parallel"):
   (members,) = fold_parallel.plan_chunks(config, folds)
-  return members, fold_parallel.train_chunk(config, members, index, features,
+  return members, fold_parallel.train_chunk(config, members, index,
+                                            fold_parallel.FlowInputs(features, index, config),
                                             str(tmp_path / name / "ckpt"))
 
 
@@ -80,7 +81,9 @@ def runs(tmp_path_factory):
   serial = _serial(_config("ststnet"), index, features, folds, tmp)
   config = _config("ststnet", parallel_folds=2, num_seeds=2, fold_devices=1)
   members, parallel = _parallel(config, index, features, folds, tmp)
-  alone = fold_parallel.train_chunk(config, members[:1], index, features, str(tmp / "alone"))
+  alone = fold_parallel.train_chunk(config, members[:1], index,
+                                    fold_parallel.FlowInputs(features, index, config),
+                                    str(tmp / "alone"))
   return dict(index=index, features=features, folds=folds, serial=serial, members=members,
               parallel=parallel, config=config, alone=alone)
 
@@ -153,9 +156,11 @@ def test_no_member_ever_trains_on_its_held_out_or_validation_subjects():
   config = _config("flow_linear", parallel_folds=-1, num_validation_subjects=1)
   folds = input_pipeline.loso_folds(index, num_validation_subjects=1)
   (members,) = fold_parallel.plan_chunks(config, folds)
-  trainer = fold_parallel.ChunkTrainer(config, members, index, features, jax.devices())
+  trainer = fold_parallel.ChunkTrainer(config, members, index,
+                                       fold_parallel.FlowInputs(features, index, config),
+                                       jax.devices())
   for member, schedule in zip(trainer.padded, trainer.schedules):
-    rows, _ = schedule.steps(0, 50)  # 50 steps x 8 = 400 draws from 12 training clips.
+    rows = schedule.steps(0, 50)["rows"]  # 50 steps x 8 = 400 draws from 12 training clips.
     drawn = set(index.subject_key[rows.ravel()].tolist())
     assert drawn == set(member.fold.train_subjects)
     assert member.fold.test_subject not in drawn
@@ -189,10 +194,12 @@ def test_plan_errors_name_the_field():
   folds = input_pipeline.loso_folds(index)
   with pytest.raises(ValueError, match=r"config.parallel_folds=5 is larger than the run's 4"):
     fold_parallel.plan_chunks(_config("flow_linear", parallel_folds=5), folds)
-  frames = default_config.get_config("tiny")
-  frames.parallel_folds = 2
-  with pytest.raises(ValueError, match=r"representation='flow'"):
-    fold_parallel.check_plan(frames, folds, 8)
+  per_fold_layer = default_config.get_config("tiny")
+  per_fold_layer.parallel_folds = 2
+  per_fold_layer.transfer.policy = "II"
+  per_fold_layer.transfer.specific_layer = "auto"
+  with pytest.raises(ValueError, match=r"specific_layer='auto' chooses a layer per fold"):
+    fold_parallel.check_plan(per_fold_layer, folds, 8)
 
 
 @pytest.mark.slow
@@ -247,7 +254,9 @@ def test_validation_selection_picks_each_members_best_checkpoint(tmp_path):
     assert {r["subject"] for r in records} == {member.fold.test_subject.split("/")[1]}
   # The chunk checkpoint keeps each member's best validation UF1 beside the running state.
   from mer_jax import checkpoints  # pylint: disable=import-outside-toplevel
-  trainer = fold_parallel.ChunkTrainer(config, members, index, features, jax.devices())
+  trainer = fold_parallel.ChunkTrainer(config, members, index,
+                                       fold_parallel.FlowInputs(features, index, config),
+                                       jax.devices())
   manager = checkpoints.create_manager(str(tmp_path / "parallel" / "ckpt"),
                                        validation_selection=False)
   saved, step = checkpoints.restore_latest(manager, trainer.checkpoint_target())

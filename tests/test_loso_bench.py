@@ -11,10 +11,13 @@ from benchmarks import member_step_bench
 @pytest.mark.slow
 def test_loso_bench_times_modes_in_fresh_processes(data_dir, tmp_path):
   out = tmp_path / "loso.json"
+  # Frame input: the serial run decodes clips with Grain, the resident one gathers them from
+  # the frames decoded once on the device (the flow path runs in the member-step test below).
   assert loso_bench.main(["--tiers", "tiny", "--modes", "serial,resident", "--data_dir",
-                          data_dir, "--folds", "s00", "--num_train_steps", "2",
-                          "--quiet_load", "0", "--out", str(out)]) == 0
+                          data_dir, "--folds", "s00", "--num_train_steps", "2", "--input",
+                          "frames", "--quiet_load", "0", "--out", str(out)]) == 0
   result = json.loads(out.read_text())
+  assert result["input"] == "frames"
   tier = result["tiers"]["tiny"]
   assert set(tier["runs"]) == {"serial", "resident"}
   for runs in tier["runs"].values():

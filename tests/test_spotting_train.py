@@ -12,6 +12,7 @@ from mer_jax import workdir as workdir_lib
 from mer_jax.spotting import data as data_lib
 from mer_jax.spotting import rescore
 from mer_jax.spotting import train
+from conftest import xla_optimised
 
 # The two trainer tests share one feature cache (rendering the tiny videos is most of a
 # test's set-up), so they stay on one xdist worker.
@@ -20,9 +21,18 @@ pytestmark = pytest.mark.xdist_group("spotting_cache")
 
 @pytest.fixture(scope="module")
 def cache(tmp_path_factory):
-  """A spotting feature cache for this module: `load_synthetic` fills it on first use and
-  later tests read it (one cache folder per preset and feature settings)."""
-  return tmp_path_factory.mktemp("spotting_cache")
+  """A spotting feature cache for this module, filled here by the trainer's own loaders for
+  every video the tests train on (the tiny preset, the extra preset, their mp4v copies) with
+  XLA's optimisations on: their TV-L1 features are most of the module's time otherwise. The
+  tests read it (one cache folder per preset and feature settings)."""
+  folder = tmp_path_factory.mktemp("spotting_cache")
+  config = _config(folder)
+  config.dataset.extra_train_presets = "tiny_extra"
+  with xla_optimised():
+    train.dataset_videos(config)
+    train.codec_copies(config, ["mp4v"])
+    train.extra_training_videos(config, ["mp4v"])
+  return folder
 
 
 def _config(cache, **train_overrides):
