@@ -41,7 +41,8 @@ from typing import Any, Mapping, Optional, Sequence
 RESULT_INSENSITIVE_FIELDS = ("dataset.data_dir", "dataset.manual_dir", "dataset.build_if_missing",
                              "dataset.features_dir",
                              "log_every_steps", "resume_mismatch", "input.num_workers",
-                             "input.num_threads", "input.cache_records")
+                             "input.num_threads", "input.cache_records",
+                             "input.resident_max_mib")  # a memory limit, not a setting
 RESULT_INSENSITIVE_PREFIXES = ("distributed.",)
 RESUME_MISMATCH_RULES = ("refuse", "move_aside")
 PREDICTIONS_FORMAT = "mer_jax.fold_predictions/1"

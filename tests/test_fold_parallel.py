@@ -135,6 +135,16 @@ def test_a_resumed_chunk_ends_where_an_uninterrupted_one_ends(runs, tmp_path):
 
 
 @pytest.mark.slow
+def test_scanned_steps_equal_dispatched_steps(runs, tmp_path):
+  """scan_steps="scan" (the GPU/TPU default: the steps between checkpoints as one lax.scan)
+  trains the chunk that "dispatch" (the CPU default) trains."""
+  config = _config("ststnet", parallel_folds=2, num_seeds=2, fold_devices=1, scan_steps="scan")
+  _, scanned = _parallel(config, runs["index"], runs["features"], runs["folds"], tmp_path)
+  np.testing.assert_allclose(_probabilities(scanned), _probabilities(runs["parallel"]), rtol=0,
+                             atol=1e-5)
+
+
+@pytest.mark.slow
 def test_without_dropout_and_batchnorm_the_layout_does_not_matter(tmp_path):
   """flow_linear without dropout: 1 or 4 devices on the fold axis give the same model.
 

@@ -120,6 +120,12 @@ def test_frame_folds_on_the_device_equal_serial_folds(data_dir, tmp_path):
                    for r in (serial, loop)]
   np.testing.assert_allclose(probabilities[1], probabilities[0], rtol=0, atol=1e-5)
   assert not np.allclose(probabilities[0], 1 / 3, atol=0.02)  # Trained, not a fresh model.
+  # The accelerators' default: the steps between checkpoints as one lax.scan.
+  scan_config = tiny_config(data_dir, folds=("s00",), device_loop=True, fold_devices=1,
+                            scan_steps="scan")
+  scan = train.train_and_evaluate(scan_config, str(tmp_path / "scan"))
+  np.testing.assert_allclose([p["probabilities"] for p in scan["predictions"]],
+                             probabilities[1], rtol=0, atol=1e-5)
 
   chunk_config = tiny_config(data_dir, folds=("s00", "s01"), parallel_folds=-1, num_seeds=2)
   chunk = train.train_and_evaluate(chunk_config, str(tmp_path / "chunk"))
@@ -127,5 +133,29 @@ def test_frame_folds_on_the_device_equal_serial_folds(data_dir, tmp_path):
   assert chunk["overall"]["num_samples"] == 6
 
 
-def test_default_config_names_the_memory_limit():
-  assert default_config.get_config("tiny").input.resident_max_mib == 1024
+def test_the_memory_limit_is_not_part_of_the_run_identity():
+  """Raising the limit to resume a refused run must not make its workdir refuse it."""
+  from mer_jax import workdir as workdir_lib  # pylint: disable=import-outside-toplevel
+  config = default_config.get_config("tiny")
+  assert config.input.resident_max_mib == 1024
+  raised = default_config.get_config("tiny")
+  raised.input.resident_max_mib = 4096.0
+  assert workdir_lib.config_identity(raised) == workdir_lib.config_identity(config)
+  raised.device_loop = True  # The device loop rounds differently: another run.
+  assert workdir_lib.config_identity(raised) != workdir_lib.config_identity(config)
+
+
+def test_a_frame_that_does_not_decode_is_named_with_its_clip(monkeypatch):
+  """A record whose frame bytes are damaged: the store refuses it naming the clip and frame."""
+  import cv2  # pylint: disable=import-outside-toplevel
+  good = cv2.imencode(".png", np.zeros((16, 16, 3), np.uint8))[1].tobytes()
+  records = [{"frames": [good] * 4}, {"frames": [good, good, b"not a png", good]}]
+  monkeypatch.setattr(input_pipeline, "records", lambda builder, split: records)
+  index = input_pipeline.ClipIndex(
+      clip_id=np.array(["a", "b"]), subject_key=np.array(["toy/s0", "toy/s1"]),
+      dataset=np.array(["toy", "toy"]), label=np.array([0, 1]), num_frames=np.array([4, 4]),
+      onset=np.array([0, 0]), apex=np.array([1, 1]), offset=np.array([3, 3]))
+  config = default_config.get_config("tiny")
+  config.input.num_frames = 4
+  with pytest.raises(ValueError, match=r"clip b: frame 2 is not a decodable PNG/JPEG"):
+    resident_frames.build_store(None, "train", index, config.input)
