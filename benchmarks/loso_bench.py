@@ -79,26 +79,25 @@ def make_config(tier: str, data_dir: str, mode: str, *, folds: Sequence[str] = (
 
 
 def load_inputs(config):
-  """The clip index and flow features of `config` (records and flow cache built if missing)."""
+  """The clip index and flow features of `config` (records and flow cache built if missing;
+  features None for frame input)."""
   from mer_jax import input_pipeline  # pylint: disable=import-outside-toplevel
   from mer_jax import motion_input  # pylint: disable=import-outside-toplevel
   builder = input_pipeline.prepare_builder(input_pipeline.get_builder(config.dataset),
                                            config.dataset)
   index = input_pipeline.read_clip_index(builder, config.dataset.split)
+  if config.input.representation != "flow":
+    return index, None
   return index, motion_input.load_flow_features(config, index)
 
 
 def prepare(config) -> dict:
   """Builds the records and, for flow input, the flow cache (untimed); their sizes."""
-  if config.input.representation != "flow":
-    from mer_jax import input_pipeline  # pylint: disable=import-outside-toplevel
-    builder = input_pipeline.prepare_builder(input_pipeline.get_builder(config.dataset),
-                                             config.dataset)
-    index = input_pipeline.read_clip_index(builder, config.dataset.split)
-    return {"clips": len(index), "subjects": len(set(index.subject_key.tolist()))}
   index, features = load_inputs(config)
-  return {"clips": len(index), "subjects": len(set(index.subject_key.tolist())),
-          "feature_bytes": int(features.features.nbytes)}
+  sizes = {"clips": len(index), "subjects": len(set(index.subject_key.tolist()))}
+  if features is not None:
+    sizes["feature_bytes"] = int(features.features.nbytes)
+  return sizes
 
 
 def time_run(tier: str, data_dir: str, mode: str, workdir: str, *, folds: Sequence[str] = (),

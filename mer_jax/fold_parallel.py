@@ -239,17 +239,6 @@ class FlowBatcher:
                         self.normalization)
 
 
-class _FlowSchedule:
-  """`motion_input.TrainSchedule`'s steps as a dict of draws."""
-
-  def __init__(self, schedule: motion_input.TrainSchedule):
-    self._schedule = schedule
-
-  def steps(self, first: int, count: int) -> dict[str, np.ndarray]:
-    rows, flips = self._schedule.steps(first, count)
-    return {"rows": rows, "flips": flips}
-
-
 class FlowInputs:
   """Cached flow features as device-resident inputs.
 
@@ -268,11 +257,10 @@ class FlowInputs:
     self.batcher = FlowBatcher(config.flow.normalize, bool(config.input.flip))
 
   def schedule(self, subjects: Sequence[str], *, batch_size: int, fold_seed: int
-               ) -> _FlowSchedule:
+               ) -> motion_input.TrainSchedule:
     """The serial flow trainer's stream (seeded `fold_seed * 1009`, process 0)."""
-    return _FlowSchedule(motion_input.TrainSchedule(
-        self.index, subjects, batch_size=batch_size, seed=fold_seed * 1009,
-        flip=self.config.input.flip))
+    return motion_input.TrainSchedule(self.index, subjects, batch_size=batch_size,
+                                      seed=fold_seed * 1009, flip=self.config.input.flip)
 
   def eval_draws(self, rows: np.ndarray) -> dict[str, np.ndarray]:
     return {"rows": np.asarray(rows, np.int32)}
@@ -404,8 +392,7 @@ class ChunkTrainer:
     Returns `(device_state, metrics)`, metrics a dict of host `(members, steps)` arrays.
     """
     count = last_step - first_step
-    per_member = [s.steps(first_step, count) for s in self.schedules]
-    draws = {k: np.stack([d[k] for d in per_member]) for k in per_member[0]}  # (M, steps, b..)
+    draws = _stack([s.steps(first_step, count) for s in self.schedules])  # (M, steps, b, ..)
     if self.scan:
       step_numbers = jnp.arange(first_step + 1, last_step + 1, dtype=jnp.int32)
       device_state, metrics = self.train_program(
@@ -453,8 +440,7 @@ class ChunkTrainer:
       for i, rows in enumerate(rows_of):
         part = rows[start:start + width]
         block[i, :len(part)] = part
-      per_member = [self.inputs.eval_draws(b) for b in block]
-      draws = {k: np.stack([d[k] for d in per_member]) for k in per_member[0]}
+      draws = _stack([self.inputs.eval_draws(b) for b in block])
       probs = np.asarray(self.eval_program(device_state, self.arrays, self.place(draws)))
       for i, rows in enumerate(rows_of):
         probabilities[i].append(probs[i, :max(0, min(width, len(rows) - start))])

@@ -591,15 +591,15 @@ class ReadRecord(grain.transforms.Map):
     return record
 
 
-def draw_frame_indices(ex: dict, cfg: ml_collections.ConfigDict, jitter: int,
+def draw_frame_indices(ex: dict, num_stored: int, cfg: ml_collections.ConfigDict, jitter: int,
                        rng: Optional[np.random.Generator]) -> tuple[np.ndarray, np.ndarray]:
   """A clip's sampled frame indices and mask (`sample_frame_indices` on its record fields).
 
-  `ex` needs `onset`, `apex`, `offset` and `num_stored` (the clip's stored frame count).
+  `ex` needs `onset`, `apex` and `offset`; `num_stored` is the clip's stored frame count.
   Consumes the temporal-jitter draws of `rng` (the first draws of a training clip).
   """
   return sample_frame_indices(
-      int(ex["num_stored"]), int(ex["onset"]), int(ex["apex"]), int(ex["offset"]),
+      int(num_stored), int(ex["onset"]), int(ex["apex"]), int(ex["offset"]),
       num_frames=cfg.num_frames, sampling=cfg.sampling, short_clip=cfg.short_clip,
       jitter=jitter, rng=rng)
 
@@ -629,10 +629,6 @@ def draw_crop_and_flip(frame_shape: tuple[int, int], cfg: ml_collections.ConfigD
   return crop_offset, flip
 
 
-def _with_stored_count(ex: dict) -> dict:
-  return {**ex, "num_stored": len(ex["frames"])}
-
-
 class TrainClip(grain.transforms.RandomMap):
   """Samples, decodes and augments one training clip. Frames uint8 `(N, S, S, 3)`.
 
@@ -647,8 +643,8 @@ class TrainClip(grain.transforms.RandomMap):
 
   def random_map(self, element: dict, rng: np.random.Generator) -> dict[str, np.ndarray]:
     cfg = self.cfg
-    indices, mask = draw_frame_indices(_with_stored_count(element), cfg, cfg.temporal_jitter,
-                                       rng)
+    indices, mask = draw_frame_indices(element, len(element["frames"]), cfg,
+                                       cfg.temporal_jitter, rng)
     frames = decode_frames(element["frames"], indices,
                            where=f"clip {_text(element['clip_id'])}")
     crop_offset, flip = draw_crop_and_flip(frames.shape[1:3], cfg, rng)
@@ -669,7 +665,7 @@ class EvalClip(grain.transforms.Map):
 
   def map(self, element: dict) -> dict[str, np.ndarray]:
     cfg = self.cfg
-    indices, mask = draw_frame_indices(_with_stored_count(element), cfg, 0, None)
+    indices, mask = draw_frame_indices(element, len(element["frames"]), cfg, 0, None)
     frames = decode_frames(element["frames"], indices, where=f"clip {_text(element['clip_id'])}")
     return _clip_features(element, resize_and_crop(frames, size=cfg.image_size,
                                                    resize=cfg.get("resize_size", None)), mask)

@@ -212,8 +212,9 @@ class TrainSchedule:
              if self.flip else None)
     return chosen, flips
 
-  def steps(self, first: int, count: int) -> tuple[np.ndarray, np.ndarray]:
-    """Steps `first .. first + count - 1`: rows `(count, batch_size)` int32, flips bool."""
+  def steps(self, first: int, count: int) -> dict[str, np.ndarray]:
+    """Steps `first .. first + count - 1` as device-loop draws (`fold_parallel.FlowInputs`):
+    `rows` `(count, batch_size)` int32 and `flips` bool (all False without flipping)."""
     rows = np.empty((count, self.batch_size), np.int32)
     flips = np.zeros((count, self.batch_size), bool)
     for t in range(count):
@@ -221,7 +222,7 @@ class TrainSchedule:
       rows[t] = r
       if f is not None:
         flips[t] = f
-    return rows, flips
+    return {"rows": rows, "flips": flips}
 
 
 def train_batches(features: FlowFeatures, index, subjects: Sequence[str], *, batch_size: int,

@@ -133,14 +133,15 @@ def build_store(builder, split: str, index: input_pipeline.ClipIndex,
 def _draw(store: FrameStore, index: input_pipeline.ClipIndex, row: int,
           cfg: ml_collections.ConfigDict, rng) -> dict[str, np.ndarray]:
   """One clip's draws: training ones with `rng`, evaluation ones (no jitter/crop/flip) without."""
-  meta = {"num_stored": store.num_stored[row], "onset": index.onset[row],
-          "apex": index.apex[row], "offset": index.offset[row]}
+  meta = {"onset": index.onset[row], "apex": index.apex[row], "offset": index.offset[row]}
+  stored = store.num_stored[row]
   shape = (int(store.shape[row, 0]), int(store.shape[row, 1]))
   if rng is None:
-    indices, mask = input_pipeline.draw_frame_indices(meta, cfg, 0, None)
+    indices, mask = input_pipeline.draw_frame_indices(meta, stored, cfg, 0, None)
     crop_offset, flip = None, False
   else:
-    indices, mask = input_pipeline.draw_frame_indices(meta, cfg, cfg.temporal_jitter, rng)
+    indices, mask = input_pipeline.draw_frame_indices(meta, stored, cfg, cfg.temporal_jitter,
+                                                      rng)
     # The host pipeline draws the crop from the decoded frame's size: the record's.
     source_shape = (int(store.source_shape[row, 0]), int(store.source_shape[row, 1]))
     crop_offset, flip = input_pipeline.draw_crop_and_flip(source_shape, cfg, rng)
